@@ -1,0 +1,18 @@
+"""keras-solov2: SOLOv2 instance segmentation for Keras 3 (arXiv 2003.10152)."""
+
+from keras_solov2 import layers, losses, models
+from keras_solov2.models.solov2 import SOLOv2
+from keras_solov2.models.solov2_backbone import SOLOv2Backbone
+from keras_solov2.optimizers import WarmupStepSchedule, solov2_optimizer
+from keras_solov2.version import __version__
+
+__all__ = [
+    "SOLOv2",
+    "SOLOv2Backbone",
+    "WarmupStepSchedule",
+    "__version__",
+    "layers",
+    "losses",
+    "models",
+    "solov2_optimizer",
+]

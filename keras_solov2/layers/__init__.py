@@ -1,0 +1,24 @@
+from keras_solov2.layers.conv_norm_act import ConvGNReLU
+from keras_solov2.layers.feature_pyramid import FeaturePyramid
+from keras_solov2.layers.frozen_batch_normalization import FrozenBatchNormalization
+from keras_solov2.layers.group_normalization import GroupNormalization4D
+from keras_solov2.layers.kernel_category_head import KernelCategoryHead
+from keras_solov2.layers.mask_feature_head import MaskFeatureHead
+from keras_solov2.layers.matrix_nms import MatrixNMS
+from keras_solov2.layers.point_nms import point_nms
+from keras_solov2.layers.solov2_decoder import SOLOv2Decoder, masks_to_boxes
+from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
+
+__all__ = [
+    "ConvGNReLU",
+    "FeaturePyramid",
+    "FrozenBatchNormalization",
+    "GroupNormalization4D",
+    "KernelCategoryHead",
+    "MaskFeatureHead",
+    "MatrixNMS",
+    "SOLOv2Decoder",
+    "SOLOv2TargetEncoder",
+    "masks_to_boxes",
+    "point_nms",
+]

@@ -1,0 +1,130 @@
+import keras
+from keras import ops
+
+from keras_solov2.layers.conv_norm_act import ConvGNReLU
+from keras_solov2.layers.spatial import append_coordinates, resize, spatial_size
+
+
+@keras.saving.register_keras_serializable(package="keras_solov2")
+class KernelCategoryHead(keras.layers.Layer):
+    """SOLOv2's kernel branch and category-tower trunk, shared over 5 levels.
+
+    Per level: P2 is first resized to P3's size and P6 to P5's size (bilinear).
+    The coordinate channels `[x, y]` are appended, the result is resized to
+    `S x S` (bilinear, align_corners=False), the kernel tower sees all
+    channels and the category tower the same tensor without the two
+    coordinate channels. Each tower is `stacked_convs` x conv-GN-ReLU. The
+    kernel tower ends in `conv_kernel` (3x3, bias, no activation) giving one
+    E-dimensional dynamic 1x1 kernel per grid cell. The class-specific
+    `conv_cls` is not here: it belongs to the task (`keras_solov2.SOLOv2`), so
+    that the class-agnostic part can be reused with another label set.
+
+    Args:
+        num_grids: tuple of ints. Grid size S per level. Defaults to
+            `(40, 36, 24, 16, 12)`.
+        feat_channels: int. Tower width. Defaults to `512`.
+        stacked_convs: int. Convs per tower. Defaults to `4`.
+        kernel_channels: int. E, the dynamic kernel size. Defaults to `256`.
+        num_groups: int. GroupNorm groups. Defaults to `32`.
+        **kwargs: Base layer keyword arguments.
+
+    Call arguments:
+        inputs: list of 5 NHWC tensors `[P2, P3, P4, P5, P6]`.
+
+    Returns:
+        `(category_features, kernels)`: a list of 5 tensors
+        `(batch, S, S, feat_channels)` and a tensor `(batch, sum(S^2), E)`
+        with the cells of all levels in row-major order, level by level.
+
+    Reference: SOLOv2 §2.1.1, arXiv 2003.10152.
+    """
+
+    def __init__(
+        self,
+        num_grids=(40, 36, 24, 16, 12),
+        feat_channels=512,
+        stacked_convs=4,
+        kernel_channels=256,
+        num_groups=32,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_grids = tuple(int(s) for s in num_grids)
+        self.feat_channels = feat_channels
+        self.stacked_convs = stacked_convs
+        self.kernel_channels = kernel_channels
+        self.num_groups = num_groups
+
+        def tower(name):
+            return [
+                ConvGNReLU(
+                    feat_channels, 3, num_groups, dtype=self.dtype_policy,
+                    name=f"{name}_{i}",
+                )
+                for i in range(stacked_convs)
+            ]
+
+        self.kernel_convs = tower("kernel_convs")
+        self.cls_convs = tower("cls_convs")
+        self.conv_kernel = keras.layers.Conv2D(
+            kernel_channels,
+            3,
+            padding="same",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            dtype=self.dtype_policy,
+            name="conv_kernel",
+        )
+
+    def build(self, input_shape):
+        channels = input_shape[0][-1]
+        b = input_shape[0][0]
+        for convs, in_channels in (
+            (self.kernel_convs, channels + 2),
+            (self.cls_convs, channels),
+        ):
+            for conv in convs:
+                conv.build((b, None, None, in_channels))
+                in_channels = self.feat_channels
+        self.conv_kernel.build((b, None, None, self.feat_channels))
+
+    def call(self, inputs):
+        p2, p3, p4, p5, p6 = inputs
+        levels = [
+            resize(p2, spatial_size(p3), "bilinear"),
+            p3,
+            p4,
+            p5,
+            resize(p6, spatial_size(p5), "bilinear"),
+        ]
+        category_features, kernels = [], []
+        for x, grid in zip(levels, self.num_grids):
+            x = resize(append_coordinates(x), (grid, grid), "bilinear")
+            kernel_x = x
+            for conv in self.kernel_convs:
+                kernel_x = conv(kernel_x)
+            kernel_x = self.conv_kernel(kernel_x)
+            kernels.append(ops.reshape(kernel_x, (-1, grid * grid, self.kernel_channels)))
+            cls_x = x[..., :-2]
+            for conv in self.cls_convs:
+                cls_x = conv(cls_x)
+            category_features.append(cls_x)
+        return category_features, ops.concatenate(kernels, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        b = input_shape[0][0]
+        cells = sum(s * s for s in self.num_grids)
+        cats = [(b, s, s, self.feat_channels) for s in self.num_grids]
+        return cats, (b, cells, self.kernel_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_grids": self.num_grids,
+                "feat_channels": self.feat_channels,
+                "stacked_convs": self.stacked_convs,
+                "kernel_channels": self.kernel_channels,
+                "num_groups": self.num_groups,
+            }
+        )
+        return config
