@@ -1,0 +1,320 @@
+"""COCO mask AP on a tiny in-memory dataset, and the visualisation helpers."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+
+from keras_solov2.evaluation import STAT_NAMES
+from keras_solov2.evaluation import draw_instances
+from keras_solov2.evaluation import evaluate_model
+from keras_solov2.evaluation import evaluate_results
+from keras_solov2.evaluation import predictions_to_coco_results
+from keras_solov2.evaluation import save_prediction_grid
+
+# Sparse category ids, listed out of order on purpose.
+CATEGORIES = [
+    {"id": 12, "name": "ring"},
+    {"id": 3, "name": "box"},
+    {"id": 7, "name": "dot"},
+]
+CATEGORY_IDS = sorted(c["id"] for c in CATEGORIES)  # contiguous label i -> id
+IMAGE_SIZES = {1: (64, 80), 2: (48, 48), 5: (100, 60)}  # id -> (height, width)
+
+
+def rectangle(size, y0, x0, y1, x1):
+    mask = np.zeros(size, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def circle(size, cy, cx, radius):
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+
+
+# (image id, category id, mask) of every ground-truth instance.
+INSTANCES = [
+    (1, 3, rectangle(IMAGE_SIZES[1], 5, 5, 30, 40)),
+    (1, 7, circle(IMAGE_SIZES[1], 45, 60, 12)),
+    (1, 3, rectangle(IMAGE_SIZES[1], 40, 2, 60, 25)),
+    (2, 12, circle(IMAGE_SIZES[2], 24, 24, 15)),
+    (2, 7, rectangle(IMAGE_SIZES[2], 2, 2, 10, 12)),
+    (5, 12, rectangle(IMAGE_SIZES[5], 10, 10, 90, 50)),
+    (5, 3, circle(IMAGE_SIZES[5], 30, 30, 9)),
+]
+
+
+def encode(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def ground_truth_dataset():
+    images = [
+        {"id": i, "height": h, "width": w, "file_name": f"{i:012d}.png"}
+        for i, (h, w) in IMAGE_SIZES.items()
+    ]
+    annotations = []
+    for ann_id, (image_id, category_id, mask) in enumerate(INSTANCES, start=1):
+        rle = encode(mask)
+        annotations.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": category_id,
+                "segmentation": rle,
+                "area": float(mask.sum()),
+                "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                "iscrowd": 0,
+            }
+        )
+    return {"images": images, "annotations": annotations, "categories": CATEGORIES}
+
+
+@pytest.fixture(scope="module")
+def coco_gt():
+    coco = COCO()
+    coco.dataset = ground_truth_dataset()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def prediction_for(image_id, transform=None, num_padding=2):
+    """A batch-of-one prediction dict holding the ground truth of an image.
+
+    `transform(mask, label) -> (mask, label)` alters each instance. Padding
+    follows the real entries: `num_padding` garbage entries labelled -1
+    inside `num_detections`, then one valid-looking entry after it.
+    """
+    size = IMAGE_SIZES[image_id]
+    rng = np.random.default_rng(image_id)
+    masks, labels, scores = [], [], []
+    for i, (img, category_id, mask) in enumerate(INSTANCES):
+        if img != image_id:
+            continue
+        label = CATEGORY_IDS.index(category_id)
+        if transform is not None:
+            mask, label = transform(mask, label)
+        masks.append(mask)
+        labels.append(label)
+        scores.append(0.9 - 0.01 * i)
+    num = len(masks) + num_padding
+    for _ in range(num_padding):
+        masks.append(rng.random(size) > 0.5)
+        labels.append(-1)
+        scores.append(0.99)
+    # Beyond num_detections: must be ignored even though its label is valid.
+    masks.append(np.ones(size, bool))
+    labels.append(0)
+    scores.append(0.95)
+    return {
+        "masks": np.stack(masks)[None].astype(np.uint8),
+        "labels": np.array([labels], np.int32),
+        "scores": np.array([scores], np.float32),
+        "boxes": np.zeros((1, len(labels), 4), np.float32),
+        "num_detections": np.array([num], np.int32),
+    }
+
+
+def results_for(transform=None, category_ids=CATEGORY_IDS):
+    results = []
+    for image_id in IMAGE_SIZES:
+        prediction = prediction_for(image_id, transform)
+        results += predictions_to_coco_results(prediction, [image_id], category_ids)
+    return results
+
+
+def evaluate(coco_gt, results):
+    return evaluate_results(coco_gt, results, verbose=False)
+
+
+def test_ground_truth_gives_perfect_ap(coco_gt):
+    stats = evaluate(coco_gt, results_for())
+    assert list(stats) == list(STAT_NAMES)
+    # (AR1 < 1: image 1 holds two instances of one category.)
+    for name in ("AP", "AP50", "AP75", "AR10", "AR100"):
+        assert stats[name] == pytest.approx(1.0), name
+
+
+def test_padding_is_ignored():
+    prediction = prediction_for(1)
+    results = predictions_to_coco_results(prediction, [1], CATEGORY_IDS)
+    expected = [(c, m) for i, c, m in INSTANCES if i == 1]
+    assert len(results) == len(expected)
+    for result, (category_id, mask) in zip(results, expected, strict=True):
+        assert result["category_id"] == category_id
+        assert result["segmentation"] == encode(mask)
+
+
+def test_result_format():
+    box = np.array([[[4.0, 5.0, 24.0, 15.0]]], np.float32)
+    mask = rectangle(IMAGE_SIZES[2], 2, 2, 10, 12)
+    prediction = {
+        "masks": np.stack([mask, mask])[None],
+        "labels": np.array([[2, 0]], np.int32),
+        "scores": np.array([[0.5, 0.25]], np.float32),
+        "boxes": np.concatenate([box, np.zeros((1, 1, 4), np.float32)], axis=1),
+        "num_detections": np.array([2], np.int32),
+    }
+    first, second = predictions_to_coco_results(prediction, [2], CATEGORY_IDS)
+    assert first["image_id"] == 2 and isinstance(first["image_id"], int)
+    assert first["category_id"] == CATEGORY_IDS[2] == 12
+    assert second["category_id"] == CATEGORY_IDS[0] == 3
+    assert first["score"] == pytest.approx(0.5)
+    assert first["bbox"] == [4.0, 5.0, 20.0, 10.0]  # xyxy -> xywh
+    assert second["bbox"] == [2.0, 2.0, 10.0, 8.0]  # zero box -> box of the mask
+    assert isinstance(first["segmentation"]["counts"], str)
+    assert first["segmentation"]["size"] == list(IMAGE_SIZES[2])
+    json.dumps([first, second])  # JSON-serialisable
+
+
+def test_category_mapping(coco_gt):
+    """Labels map through `category_ids`; a wrong mapping destroys the AP."""
+    results = results_for()
+    gt_categories = sorted((i, c) for i, c, _ in INSTANCES)
+    assert sorted((r["image_id"], r["category_id"]) for r in results) == gt_categories
+    wrong = evaluate(coco_gt, results_for(category_ids=CATEGORY_IDS[::-1]))
+    assert wrong["AP"] < 0.5
+
+
+def test_wrong_labels_give_zero_ap(coco_gt):
+    def shift_label(mask, label):
+        return mask, (label + 1) % len(CATEGORY_IDS)
+
+    stats = evaluate(coco_gt, results_for(shift_label))
+    assert stats["AP"] == pytest.approx(0.0)
+
+
+def test_shifted_masks_give_lower_ap(coco_gt):
+    def shift(mask, label):
+        return np.roll(mask, (4, 5), axis=(0, 1)), label
+
+    stats = evaluate(coco_gt, results_for(shift))
+    assert 0.0 < stats["AP"] < 0.7
+    assert stats["AP75"] < stats["AP50"]
+
+
+def test_empty_results(coco_gt, capsys):
+    stats = evaluate_results(coco_gt, [], verbose=False)
+    assert capsys.readouterr().out == ""
+    assert stats["AP"] == 0.0
+    assert stats["AR100"] == 0.0
+    # pycocotools' convention: no large ground truth here, hence -1.
+    assert stats["APl"] == -1.0
+
+
+def test_verbose_prints_summary(coco_gt, capsys):
+    evaluate_results(coco_gt, results_for(), verbose=True)
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in capsys.readouterr().out
+
+
+class GroundTruthModel:
+    """Stands in for SOLOv2: finds the image by a marker pixel, returns its GT."""
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def predict(self, images, verbose="auto"):
+        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3
+        self.batch_sizes.append(len(images))
+        outputs = [prediction_for(int(image[0, 0, 0])) for image in images]
+        # The same number of slots per image, so that they can be stacked.
+        slots = max(o["labels"].shape[1] for o in outputs)
+        batch = {}
+        for key, fill in [("masks", 0), ("labels", -1), ("scores", 0), ("boxes", 0)]:
+            padded = []
+            for o in outputs:
+                pad = [(0, 0)] * o[key].ndim
+                pad[1] = (0, slots - o[key].shape[1])
+                padded.append(np.pad(o[key], pad, constant_values=fill))
+            batch[key] = np.concatenate(padded)
+        batch["num_detections"] = np.concatenate([o["num_detections"] for o in outputs])
+        return batch
+
+
+@pytest.fixture
+def dataset_on_disk(tmp_path):
+    dataset = ground_truth_dataset()
+    for info in dataset["images"]:
+        pixels = np.full((info["height"], info["width"], 3), 128, np.uint8)
+        pixels[0, 0] = info["id"]  # marker read by GroundTruthModel
+        Image.fromarray(pixels).save(tmp_path / info["file_name"])
+    annotation_file = tmp_path / "instances.json"
+    annotation_file.write_text(json.dumps(dataset))
+    return str(annotation_file), str(tmp_path)
+
+
+def test_evaluate_model(dataset_on_disk):
+    model = GroundTruthModel()
+    stats = evaluate_model(model, *dataset_on_disk, progress=False)
+    assert stats["AP"] == pytest.approx(1.0)
+    assert model.batch_sizes == [1, 1, 1]
+
+
+def test_evaluate_model_max_images(dataset_on_disk, capsys):
+    model = GroundTruthModel()
+    stats = evaluate_model(model, *dataset_on_disk, max_images=2, batch_size=2)
+    # Only images 1 and 2 (different sizes: one predict call each) are scored.
+    assert model.batch_sizes == [1, 1]
+    assert stats["AP"] == pytest.approx(1.0)
+    assert "Average Precision" in capsys.readouterr().out
+
+
+def test_evaluate_model_rejects_wrong_mask_size(dataset_on_disk):
+    class Downscaled(GroundTruthModel):
+        def predict(self, images, verbose="auto"):
+            out = super().predict(images, verbose)
+            out["masks"] = out["masks"][:, :, ::2, ::2]
+            return out
+
+    with pytest.raises(ValueError, match="original image size"):
+        evaluate_model(Downscaled(), *dataset_on_disk, progress=False)
+
+
+def test_draw_instances():
+    image = np.full((40, 50, 3), 100, np.uint8)
+    masks = np.stack(
+        [
+            rectangle((40, 50), 10, 10, 30, 30),
+            rectangle((40, 50), 0, 35, 10, 50),  # padding: not drawn
+            rectangle((40, 50), 30, 35, 40, 50),  # low score: not drawn
+        ]
+    )
+    drawn = draw_instances(
+        image, masks, [1, -1, 0], [0.9, 0.99, 0.1], class_names=["a", "b"]
+    )
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn[25, 25], image[25, 25])  # inside the mask
+    assert np.array_equal(drawn[20, 45], image[20, 45])  # outside every mask
+    assert np.array_equal(drawn[5, 45], image[5, 45])  # padding instance
+    assert np.array_equal(drawn[35, 45], image[35, 45])  # below the threshold
+    assert np.array_equal(image, np.full((40, 50, 3), 100, np.uint8))  # no in-place
+
+
+def test_save_prediction_grid(tmp_path):
+    images = [np.full(IMAGE_SIZES[i] + (3,), 90, np.uint8) for i in (1, 2)]
+    predictions = [
+        {key: value[0] for key, value in prediction_for(i).items()} for i in (1, 2)
+    ]
+    path = tmp_path / "grid.png"
+    grid = save_prediction_grid(images, predictions, str(path), columns=2, padding=2)
+    with Image.open(path) as saved:
+        assert saved.size == (grid.shape[1], grid.shape[0])
+        np.testing.assert_array_equal(np.asarray(saved.convert("RGB")), grid)
+    assert grid.shape == (64 + 2 * 2, 2 * 80 + 3 * 2, 3)  # cells of the largest size
+    # Batched form, as returned by predict for same-sized images.
+    batched = GroundTruthModel().predict(
+        np.stack([np.full((48, 48, 3), i, np.uint8) for i in (2, 2)])
+    )
+    grid = save_prediction_grid(
+        [np.zeros((48, 48, 3), np.uint8)] * 2, batched, str(path)
+    )
+    assert grid.dtype == np.uint8
