@@ -1,0 +1,39 @@
+# Fresh clone: `make demo` or `make test` set everything up in .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-slow test-all lint format clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not parity"
+
+# Exit code 5 (nothing selected) is fine here: the marked set may be empty.
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow or parity" || [ $$? -eq 5 ]
+
+test-all: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check keras_solov2 tests examples benchmarks
+	$(PY) -m ruff format --check keras_solov2 tests examples benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff format keras_solov2 tests examples benchmarks
+	$(PY) -m ruff check --fix keras_solov2 tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output

@@ -1,0 +1,551 @@
+"""COCO instance segmentation reader producing fixed-shape `tf.data` batches.
+
+`CocoDataset` parses a COCO "instances" json once, validates every annotation
+(nothing is dropped silently: crowd annotations are excluded and counted,
+invalid ones raise by default or are skipped and counted) and builds a
+`tf.data.Dataset` of `(images, targets)` batches with static shapes, following
+the mmdetection SOLOv2 training pipeline: keep-ratio resize to a `(long,
+short)` scale picked at random, random horizontal flip, normalisation with the
+ImageNet statistics on the 0..255 scale and zero padding at the bottom/right
+after normalisation.
+"""
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from pycocotools import mask as mask_utils
+
+from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD, rescale_size
+
+SKIP_REASONS = (
+    "unknown_image_id",
+    "unknown_category_id",
+    "invalid_segmentation",
+    "empty_mask",
+    "invalid_bbox",
+)
+
+
+def _annotation_rle(segmentation, height: int, width: int) -> dict:
+    """Merged RLE of a COCO segmentation, exactly as `COCO.annToRLE` builds it.
+
+    Raises:
+        ValueError: for malformed segmentations (the message says why).
+    """
+    if isinstance(segmentation, list):
+        polygons = []
+        for polygon in segmentation:
+            if not isinstance(polygon, (list, tuple)) or len(polygon) % 2:
+                raise ValueError("polygon with an odd number of coordinates")
+            # Fewer than 3 points enclose no area; `frPyObjects` would also
+            # misread a 4-number list as a box.
+            if len(polygon) >= 6:
+                polygons.append([float(v) for v in polygon])
+        if not polygons:
+            return mask_utils.encode(np.zeros((height, width), np.uint8, order="F"))
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if isinstance(segmentation, dict) and "counts" in segmentation:
+        size = [int(v) for v in segmentation.get("size", ())]
+        if size != [height, width]:
+            raise ValueError(
+                f"RLE size {segmentation.get('size')} differs from the image "
+                f"size [{height}, {width}]"
+            )
+        if isinstance(segmentation["counts"], list):
+            return mask_utils.frPyObjects(segmentation, height, width)
+        counts = segmentation["counts"]
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+        return {"size": size, "counts": counts}
+    raise ValueError(f"unsupported segmentation type {type(segmentation).__name__}")
+
+
+class CocoDataset:
+    """A COCO instances file plus its image folder, as SOLOv2 training data.
+
+    Category ids (possibly sparse, e.g. COCO's 1..90) are mapped to contiguous
+    labels `0..K-1` in ascending category-id order. Images without (kept)
+    annotations are kept as negatives. Crowd annotations (`iscrowd=1`) are
+    excluded from the targets and counted in `stats["crowd"]`.
+
+    Invalid annotations (unknown image or category id, malformed
+    segmentation, empty mask, missing or non-positive bbox) raise a
+    `ValueError` naming the annotation id, image file and json file when
+    `on_invalid="raise"`, or are skipped and counted in `stats["skipped"]`
+    (with their ids in `skipped_annotations`) when `on_invalid="skip"`.
+
+    Args:
+        annotation_file: str. Path of the COCO instances json.
+        image_dir: str. Folder the images' `file_name`s are relative to.
+        on_invalid: str. `"raise"` or `"skip"`. Defaults to `"raise"`.
+        check_files: bool. Raise `FileNotFoundError` at construction if an
+            image file is missing. Defaults to `True`.
+
+    Example:
+    >>> data = CocoDataset("annotations/instances_val2017.json", "val2017")
+    >>> ds = data.as_tf_dataset(batch_size=2, image_size=(512, 512),
+    ...                         scales=[(512, 352), (512, 320)])
+    >>> images, targets = next(iter(ds))
+    """
+
+    def __init__(
+        self,
+        annotation_file: str,
+        image_dir: str,
+        on_invalid: str = "raise",
+        check_files: bool = True,
+    ):
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError(
+                f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}."
+            )
+        self.annotation_file = str(annotation_file)
+        self.image_dir = str(image_dir)
+        self.on_invalid = on_invalid
+        with open(self.annotation_file) as f:
+            data = json.load(f)
+
+        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        ids = [int(c["id"]) for c in categories]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"Duplicate category ids in '{self.annotation_file}'.")
+        self._category_ids = ids
+        self._class_names = [str(c.get("name", c["id"])) for c in categories]
+        self._label_of = {cid: label for label, cid in enumerate(ids)}
+
+        self._records = []
+        index_of = {}
+        for image in data.get("images", []):
+            image_id = int(image["id"])
+            if image_id in index_of:
+                raise ValueError(
+                    f"Duplicate image id {image_id} in '{self.annotation_file}'."
+                )
+            path = os.path.join(self.image_dir, image["file_name"])
+            if check_files and not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"Image file '{image['file_name']}' (image id {image_id}) "
+                    f"listed in '{self.annotation_file}' was not found at "
+                    f"'{path}'."
+                )
+            index_of[image_id] = len(self._records)
+            self._records.append(
+                {
+                    "id": image_id,
+                    "file_name": image["file_name"],
+                    "path": path,
+                    "height": int(image["height"]),
+                    "width": int(image["width"]),
+                    "instances": [],
+                }
+            )
+
+        annotations = data.get("annotations", [])
+        self.skipped_annotations = []
+        stats = {
+            "images": len(self._records),
+            "annotations": len(annotations),
+            "instances": 0,
+            "crowd": 0,
+            "skipped": {reason: 0 for reason in SKIP_REASONS},
+            "images_without_instances": 0,
+            "max_instances": None,
+            "truncated_images": 0,
+            "truncated_instances": 0,
+        }
+        for ann in annotations:
+            ann_id = ann.get("id")
+            image_id = ann.get("image_id")
+            index = index_of.get(image_id)
+            record = None if index is None else self._records[index]
+            file_name = "?" if record is None else record["file_name"]
+
+            def invalid(
+                reason, detail, ann_id=ann_id, image_id=image_id, file_name=file_name
+            ):
+                if self.on_invalid == "raise":
+                    raise ValueError(
+                        f"Annotation id {ann_id} (image id {image_id}, file "
+                        f"'{file_name}') in '{self.annotation_file}': {detail}. "
+                        "Fix the annotation or pass on_invalid='skip' to skip "
+                        "and count such annotations."
+                    )
+                stats["skipped"][reason] += 1
+                self.skipped_annotations.append((ann_id, reason, detail))
+
+            if record is None:
+                invalid("unknown_image_id", f"unknown image_id {image_id}")
+                continue
+            category_id = ann.get("category_id")
+            if category_id not in self._label_of:
+                invalid(
+                    "unknown_category_id",
+                    f"unknown category_id {category_id} (known ids: "
+                    f"{self._category_ids[:5]}...{self._category_ids[-3:]})",
+                )
+                continue
+            if ann.get("iscrowd", 0):
+                stats["crowd"] += 1
+                continue
+            height, width = record["height"], record["width"]
+            try:
+                rle = _annotation_rle(ann.get("segmentation"), height, width)
+            except Exception as e:  # pycocotools raises bare Exceptions.
+                invalid("invalid_segmentation", f"invalid segmentation ({e})")
+                continue
+            if int(mask_utils.area(rle)) == 0:
+                invalid("empty_mask", "the segmentation decodes to an empty mask")
+                continue
+            bbox = ann.get("bbox")
+            if (
+                not isinstance(bbox, (list, tuple))
+                or len(bbox) != 4
+                or not np.all(np.isfinite(bbox))
+                or bbox[2] <= 0
+                or bbox[3] <= 0
+            ):
+                invalid("invalid_bbox", f"invalid bbox {bbox} (need [x, y, w>0, h>0])")
+                continue
+            record["instances"].append(
+                {
+                    "id": ann_id,
+                    "label": self._label_of[category_id],
+                    "bbox": [float(v) for v in bbox],
+                    "segmentation": ann["segmentation"],
+                }
+            )
+            stats["instances"] += 1
+        stats["images_without_instances"] = sum(
+            1 for r in self._records if not r["instances"]
+        )
+        self.stats = stats
+        skipped = sum(stats["skipped"].values())
+        if skipped:
+            warnings.warn(
+                f"{skipped} invalid annotation(s) in '{self.annotation_file}' were "
+                f"skipped: { {k: v for k, v in stats['skipped'].items() if v} }. "
+                "Their ids are in `CocoDataset.skipped_annotations`.",
+                stacklevel=2,
+            )
+
+    @property
+    def class_names(self) -> list:
+        """Category names; index = contiguous label."""
+        return list(self._class_names)
+
+    @property
+    def category_ids(self) -> list:
+        """COCO category ids; index = contiguous label."""
+        return list(self._category_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._category_ids)
+
+    @property
+    def num_images(self) -> int:
+        return len(self._records)
+
+    @property
+    def image_ids(self) -> list:
+        """COCO image ids in dataset order (the order of the json)."""
+        return [r["id"] for r in self._records]
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def label_of(self, category_id: int) -> int:
+        """Contiguous label of a COCO category id."""
+        return self._label_of[category_id]
+
+    def instances(self, index: int) -> list:
+        """Kept (non-crowd, valid) annotations of image `index`, json order.
+
+        Each is a dict with `id`, `label`, `bbox` (`[x, y, w, h]`) and
+        `segmentation` (as in the json).
+        """
+        return list(self._records[index]["instances"])
+
+    def image_record(self, index: int) -> dict:
+        """`id`, `file_name`, `path`, `height` and `width` of image `index`."""
+        record = self._records[index]
+        return {k: record[k] for k in ("id", "file_name", "path", "height", "width")}
+
+    def _target_sizes(self, image_size, scales) -> np.ndarray:
+        """Resized `(h, w)` of every image for every scale: `(N, S, 2)` int32."""
+        canvas_h, canvas_w = image_size
+        sizes = np.zeros((len(self._records), len(scales or [None]), 2), np.int32)
+        for i, record in enumerate(self._records):
+            h, w = record["height"], record["width"]
+            for j, scale in enumerate(scales or [None]):
+                if scale is None:
+                    factor = min(canvas_h / h, canvas_w / w)
+                    new = (int(h * factor + 0.5), int(w * factor + 0.5))
+                    new = (min(new[0], canvas_h), min(new[1], canvas_w))
+                else:
+                    new = rescale_size(h, w, scale)
+                if new[0] > canvas_h or new[1] > canvas_w or min(new) < 1:
+                    raise ValueError(
+                        f"Image '{record['file_name']}' ({h}x{w}) resized with "
+                        f"scale {scale} becomes {new[0]}x{new[1]}, which does "
+                        f"not fit the {canvas_h}x{canvas_w} canvas. Use a larger "
+                        "`image_size` or smaller `scales`."
+                    )
+                sizes[i, j] = new
+        return sizes
+
+    def _load_targets(self, index, size, flip, decoded_hw, max_instances):
+        """Numpy side of the pipeline: masks, labels and boxes of one image."""
+        record = self._records[int(index)]
+        h, w = record["height"], record["width"]
+        if (int(decoded_hw[0]), int(decoded_hw[1])) != (h, w):
+            raise ValueError(
+                f"Image '{record['path']}' (image id {record['id']}) decodes to "
+                f"{int(decoded_hw[0])}x{int(decoded_hw[1])} but "
+                f"'{self.annotation_file}' says {h}x{w}."
+            )
+        rh, rw = int(size[0]), int(size[1])
+        instances = record["instances"][: int(max_instances)]
+        n = len(instances)
+        masks = np.zeros((n, rh, rw), np.uint8)
+        labels = np.array([inst["label"] for inst in instances], np.int32)
+        boxes = np.zeros((n, 4), np.float32)
+        if n == 0:
+            return masks, labels, boxes
+        # Nearest-neighbour resize, pixel-centre aligned like the bilinear
+        # image resize: output pixel i samples input pixel
+        # floor((i + 0.5) * h / rh), computed exactly in integers.
+        rows = (2 * np.arange(rh, dtype=np.int64) + 1) * h // (2 * rh)
+        cols = (2 * np.arange(rw, dtype=np.int64) + 1) * w // (2 * rw)
+        rles = [_annotation_rle(inst["segmentation"], h, w) for inst in instances]
+        full = mask_utils.decode(rles)  # (h, w, n)
+        masks = np.ascontiguousarray(
+            full[rows[:, None], cols[None, :], :].transpose(2, 0, 1)
+        )
+        bbox = np.array([inst["bbox"] for inst in instances], np.float64)
+        sx, sy = rw / w, rh / h
+        x1 = np.clip(bbox[:, 0] * sx, 0, rw)
+        y1 = np.clip(bbox[:, 1] * sy, 0, rh)
+        x2 = np.clip((bbox[:, 0] + bbox[:, 2]) * sx, 0, rw)
+        y2 = np.clip((bbox[:, 1] + bbox[:, 3]) * sy, 0, rh)
+        if flip:
+            masks = np.ascontiguousarray(masks[:, :, ::-1])
+            x1, x2 = rw - x2, rw - x1
+        boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+        return masks, labels, boxes
+
+    def as_tf_dataset(
+        self,
+        batch_size: int,
+        image_size: Sequence[int],
+        scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        max_instances: int = 100,
+        training: bool = True,
+        flip_probability: float = 0.5,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        repeat: bool = False,
+        drop_remainder: bool = True,
+    ) -> tf.data.Dataset:
+        """Fixed-shape `(images, targets)` batches for SOLOv2 training.
+
+        Per image: decode (grayscale/RGBA converted to RGB), keep-ratio resize
+        (bilinear, no antialiasing, rounded to the 0..255 grid as mmcv does on
+        uint8 images), random horizontal flip, normalise with
+        `PIXEL_MEAN`/`PIXEL_STD`, then zero-pad at the bottom/right to the
+        canvas. Masks follow the same geometry (pixel-centre nearest-neighbour
+        resize, same flip, zero padding); boxes come from the annotation
+        `bbox`, scaled per axis, clipped to the resized image and flipped.
+
+        Batch format (`B = batch_size`, `M = max_instances`, `(H, W) =
+        image_size`):
+
+        - `images`: float32 `(B, H, W, 3)`.
+        - `targets["masks"]`: uint8 `(B, M, H, W)`, binary; zero for padding
+          slots.
+        - `targets["labels"]`: int32 `(B, M)`, contiguous labels, `-1` for
+          padding slots.
+        - `targets["boxes"]`: float32 `(B, M, 4)`, `[x1, y1, x2, y2]` in
+          canvas pixels; zero for padding slots.
+
+        Instances keep the json order; beyond `M` only the first `M` are kept
+        and the truncation is counted in `stats` (`truncated_images`,
+        `truncated_instances`) and reported with a warning. A mask can become
+        empty after a strong down-scale (a tiny object); it is kept with its
+        label and box, so target assignment must skip empty masks (as mmdet's
+        SOLOv2 head does).
+
+        Args:
+            batch_size: int. Images per batch.
+            image_size: tuple of two ints. Canvas `(H, W)`; both multiples of
+                32.
+            scales: `None`, one `(long, short)` pair or a list of pairs, as
+                mmdet's `img_scale`. When training, each image draws one
+                pair at random; otherwise the first is used. `None` resizes
+                every image to fit the canvas. Defaults to `None`.
+            max_instances: int. `M`, instance slots per image. Defaults to
+                `100`.
+            training: bool. Random scale and flip. Defaults to `True`.
+            flip_probability: float. Horizontal flip probability when
+                training. Defaults to `0.5`.
+            shuffle: bool or `None`. Shuffle the images (reshuffled every
+                iteration). `None` means `training`. Defaults to `None`.
+            seed: int. Seed of the shuffle, scale and flip draws; the same
+                seed gives the same batches. Defaults to `0`.
+            repeat: bool. Repeat forever. Defaults to `False`.
+            drop_remainder: bool. Drop the last incomplete batch so the batch
+                dimension is static. Defaults to `True`.
+
+        Returns:
+            A `tf.data.Dataset` of `(images, targets)`.
+        """
+        canvas = tuple(int(v) for v in image_size)
+        if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+            raise ValueError(
+                f"`image_size` must be (H, W) with both multiples of 32, got "
+                f"{tuple(image_size)}."
+            )
+        if batch_size < 1 or max_instances < 1:
+            raise ValueError(
+                "`batch_size` and `max_instances` must be >= 1, got "
+                f"{batch_size} and {max_instances}."
+            )
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(
+                f"`flip_probability` must be in [0, 1], got {flip_probability}."
+            )
+        if scales is not None:
+            if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+                scales = [scales]
+            scales = [tuple(int(v) for v in s) for s in scales]
+            if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+                raise ValueError(
+                    f"`scales` must be (long, short) pairs of positive ints, got "
+                    f"{scales}."
+                )
+        num_images = len(self._records)
+        if num_images == 0:
+            raise ValueError(f"'{self.annotation_file}' has no images.")
+        if drop_remainder and not repeat and num_images < batch_size:
+            raise ValueError(
+                f"{num_images} images < batch_size {batch_size} with "
+                "drop_remainder=True would give no batch."
+            )
+        shuffle = training if shuffle is None else shuffle
+        sizes_table = self._target_sizes(canvas, scales)
+        num_scales = sizes_table.shape[1]
+
+        counts = np.array([len(r["instances"]) for r in self._records])
+        truncated_images = int(np.sum(counts > max_instances))
+        truncated_instances = int(np.sum(np.maximum(counts - max_instances, 0)))
+        self.stats.update(
+            max_instances=int(max_instances),
+            truncated_images=truncated_images,
+            truncated_instances=truncated_instances,
+        )
+        if truncated_images:
+            warnings.warn(
+                f"max_instances={max_instances}: {truncated_instances} "
+                f"instance(s) in {truncated_images} image(s) of "
+                f"'{self.annotation_file}' are dropped from the targets (the "
+                "first max_instances per image are kept).",
+                stacklevel=2,
+            )
+
+        canvas_h, canvas_w = canvas
+        m = int(max_instances)
+        paths = tf.constant([r["path"] for r in self._records])
+        sizes = tf.constant(sizes_table)
+        mean = tf.constant(PIXEL_MEAN, tf.float32)
+        std = tf.constant(PIXEL_STD, tf.float32)
+
+        def load(index, random_seed):
+            if training:
+                u = tf.random.stateless_uniform(
+                    [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
+                )
+                flip = u[0] < flip_probability
+                scale_index = tf.minimum(
+                    tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
+                )
+            else:
+                flip = tf.constant(False)
+                scale_index = tf.constant(0, tf.int32)
+            size = sizes[tf.cast(index, tf.int32), scale_index]
+            raw = tf.io.read_file(paths[index])
+            # JPEGs with the accurate IDCT (what PIL / OpenCV use); anything
+            # else (PNG, BMP, GIF) through decode_image. Both give RGB.
+            image = tf.cond(
+                tf.io.is_jpeg(raw),
+                lambda: tf.io.decode_jpeg(
+                    raw, channels=3, dct_method="INTEGER_ACCURATE"
+                ),
+                lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
+            )
+            image.set_shape([None, None, 3])
+            masks, labels, boxes = tf.numpy_function(
+                self._load_targets,
+                [index, size, flip, tf.shape(image)[:2], m],
+                [tf.uint8, tf.int32, tf.float32],
+                stateful=False,
+            )
+            image = tf.image.resize(
+                tf.cast(image, tf.float32), size, method="bilinear", antialias=False
+            )
+            image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+            image = (image - mean) / std
+            image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
+            image.set_shape([canvas_h, canvas_w, 3])
+
+            n = tf.shape(labels)[0]
+            masks = tf.pad(
+                tf.reshape(masks, [n, size[0], size[1]]),
+                [[0, m - n], [0, canvas_h - size[0]], [0, canvas_w - size[1]]],
+            )
+            masks.set_shape([m, canvas_h, canvas_w])
+            labels = tf.pad(tf.reshape(labels, [n]), [[0, m - n]], constant_values=-1)
+            labels.set_shape([m])
+            boxes = tf.pad(tf.reshape(boxes, [n, 4]), [[0, m - n], [0, 0]])
+            boxes.set_shape([m, 4])
+            return image, {"masks": masks, "labels": labels, "boxes": boxes}
+
+        indices = tf.data.Dataset.range(num_images)
+        if shuffle:
+            indices = indices.shuffle(
+                num_images, seed=seed, reshuffle_each_iteration=True
+            )
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((indices, randoms))
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_coco(
+    annotation_file: str,
+    image_dir: str,
+    on_invalid: str = "raise",
+    check_files: bool = True,
+) -> CocoDataset:
+    """Parse a COCO instances json; see `CocoDataset`.
+
+    Args:
+        annotation_file: str. Path of the COCO instances json.
+        image_dir: str. Folder the images' `file_name`s are relative to.
+        on_invalid: str. `"raise"` or `"skip"`. Defaults to `"raise"`.
+        check_files: bool. Check that every image file exists. Defaults to
+            `True`.
+
+    Returns:
+        A `CocoDataset`.
+    """
+    return CocoDataset(
+        annotation_file, image_dir, on_invalid=on_invalid, check_files=check_files
+    )

@@ -1,0 +1,61 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_solov2  # noqa: E402
+
+TINY_GRIDS = (8, 6, 4, 3, 2)
+TINY_RANGES = ((1, 32), (16, 64), (32, 128), (64, 256), (128, 512))
+
+
+def tiny_model(num_classes=3, test_scale=None, **kwargs):
+    """A SOLOv2 small enough to train in seconds (about 0.45 M parameters)."""
+    backbone_kwargs = dict(
+        depth=18,
+        stage_blocks=(1, 1, 1, 1),
+        base_channels=8,
+        fpn_channels=32,
+        num_grids=TINY_GRIDS,
+        head_channels=32,
+        stacked_convs=1,
+        kernel_channels=16,
+        mask_feature_channels=16,
+        num_groups=8,
+        frozen_stages=-1,
+        norm_eval=False,
+    )
+    for key in list(kwargs):
+        if key in backbone_kwargs:
+            backbone_kwargs[key] = kwargs.pop(key)
+    backbone = keras_solov2.SOLOv2Backbone(**backbone_kwargs)
+    kwargs.setdefault("scale_ranges", TINY_RANGES)
+    return keras_solov2.SOLOv2(
+        backbone, num_classes=num_classes, test_scale=test_scale, **kwargs
+    )
+
+
+def rectangle_batch(batch=2, size=64, max_instances=4):
+    """Images with filled rectangles and matching targets (numpy)."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 0.3, (batch, size, size, 3)).astype("float32")
+    masks = np.zeros((batch, max_instances, size, size), np.uint8)
+    labels = np.full((batch, max_instances), -1, np.int32)
+    boxes = np.zeros((batch, max_instances, 4), np.float32)
+    for b in range(batch):
+        for m in range(2):
+            x1, y1 = rng.integers(0, size // 2, 2)
+            w, h = rng.integers(size // 6, size // 2, 2)
+            x2, y2 = min(x1 + w, size), min(y1 + h, size)
+            masks[b, m, y1:y2, x1:x2] = 1
+            labels[b, m] = (b + m) % 3
+            boxes[b, m] = (x1, y1, x2, y2)
+            images[b, y1:y2, x1:x2, labels[b, m]] += 2.0
+    return images, {"masks": masks, "labels": labels, "boxes": boxes}
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model

@@ -1,0 +1,525 @@
+"""Tests for the COCO reader and its `tf.data` pipeline.
+
+The expected batches are rebuilt independently: images with PIL decoding and a
+numpy bilinear resize, masks with pycocotools' own `COCO.annToMask` and an
+exact (fractions) nearest-neighbour resize, boxes from the json `bbox`.
+"""
+
+import contextlib
+import io
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from keras_solov2.data import CocoDataset, generate_shapes_dataset, load_coco
+from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning"
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "coco_mini"
+ANN_FILE = FIXTURE / "annotations" / "instances_val2017.json"
+IMAGE_DIR = FIXTURE / "val2017"
+MEAN = np.array(PIXEL_MEAN, np.float64)
+STD = np.array(PIXEL_STD, np.float64)
+LEVEL = 1.0 / min(PIXEL_STD)  # one 0..255 step after normalisation
+
+
+def _json():
+    with open(ANN_FILE) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def coco():
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ANN_FILE))
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return CocoDataset(str(ANN_FILE), str(IMAGE_DIR))
+
+
+@pytest.fixture(scope="module")
+def pil_images(coco):
+    out = {}
+    for image_id, info in coco.imgs.items():
+        with Image.open(IMAGE_DIR / info["file_name"]) as pil:
+            out[image_id] = np.asarray(pil.convert("RGB"), np.float64)
+    return out
+
+
+def _bilinear(image, out_h, out_w):
+    """Half-pixel bilinear resize without antialiasing (cv2 INTER_LINEAR)."""
+    h, w = image.shape[:2]
+
+    def axis(n_out, n_in):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, wy = axis(out_h, h)
+    x0, x1, wx = axis(out_w, w)
+    top = (
+        image[y0][:, x0] * (1 - wx)[None, :, None]
+        + image[y0][:, x1] * wx[None, :, None]
+    )
+    bottom = (
+        image[y1][:, x0] * (1 - wx)[None, :, None]
+        + image[y1][:, x1] * wx[None, :, None]
+    )
+    out = top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+    return np.clip(np.round(out), 0, 255)
+
+
+def _nearest(mask, out_h, out_w):
+    """Pixel-centre nearest neighbour with exact rational arithmetic."""
+    h, w = mask.shape
+    rows = [math.floor((i + Fraction(1, 2)) * h / out_h) for i in range(out_h)]
+    cols = [math.floor((j + Fraction(1, 2)) * w / out_w) for j in range(out_w)]
+    return mask[np.ix_(rows, cols)]
+
+
+def _keep_ratio_size(h, w, scale):
+    """mmcv.imrescale, written out again for the test."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def _valid_extent(image):
+    nonzero = np.any(image != 0, axis=-1)
+    rows = np.nonzero(nonzero.any(axis=1))[0]
+    cols = np.nonzero(nonzero.any(axis=0))[0]
+    return rows.max() + 1, cols.max() + 1
+
+
+def _identify(image, coco, pil_images, scales):
+    """Which (image id, scale, flip) produced this normalised canvas."""
+    rh, rw = _valid_extent(image)
+    best = None
+    for image_id, pixels in pil_images.items():
+        h, w = pixels.shape[:2]
+        for s, scale in enumerate(scales):
+            if _keep_ratio_size(h, w, scale) != (rh, rw):
+                continue
+            expected = (_bilinear(pixels, rh, rw) - MEAN) / STD
+            for flip in (False, True):
+                ref = expected[:, ::-1] if flip else expected
+                err = np.abs(image[:rh, :rw] - ref).max()
+                if best is None or err < best[0]:
+                    best = (err, image_id, s, flip)
+    assert best is not None, f"no image resizes to {rh}x{rw}"
+    err, image_id, s, flip = best
+    assert err <= LEVEL * 1.01, f"image {image_id} differs by {err / LEVEL} levels"
+    return image_id, s, flip, (rh, rw)
+
+
+def _expected_targets(coco, image_id, size, flip, canvas, m):
+    rh, rw = size
+    info = coco.imgs[image_id]
+    h, w = info["height"], info["width"]
+    cat_ids = sorted(coco.cats)
+    anns = [a for a in coco.imgToAnns[image_id] if not a["iscrowd"]][:m]
+    masks = np.zeros((m,) + canvas, np.uint8)
+    labels = np.full((m,), -1, np.int32)
+    boxes = np.zeros((m, 4), np.float32)
+    for k, ann in enumerate(anns):
+        resized = _nearest(coco.annToMask(ann), rh, rw)
+        masks[k, :rh, :rw] = resized[:, ::-1] if flip else resized
+        labels[k] = cat_ids.index(ann["category_id"])
+        x, y, bw, bh = ann["bbox"]
+        x1, x2 = x * rw / w, (x + bw) * rw / w
+        y1, y2 = y * rh / h, (y + bh) * rh / h
+        x1, x2, y1, y2 = (
+            min(max(x1, 0), rw),
+            min(max(x2, 0), rw),
+            min(max(y1, 0), rh),
+            min(max(y2, 0), rh),
+        )
+        if flip:
+            x1, x2 = rw - x2, rw - x1
+        boxes[k] = [x1, y1, x2, y2]
+    return masks, labels, boxes, len(anns)
+
+
+def _check_batch(images, targets, coco, pil_images, scales, canvas, m):
+    seen = []
+    for b in range(images.shape[0]):
+        image_id, s, flip, size = _identify(images[b], coco, pil_images, scales)
+        masks, labels, boxes, n = _expected_targets(
+            coco, image_id, size, flip, canvas, m
+        )
+        np.testing.assert_array_equal(targets["labels"][b], labels)
+        np.testing.assert_array_equal(targets["masks"][b], masks)
+        np.testing.assert_allclose(targets["boxes"][b], boxes, atol=1e-3)
+        # Boxes enclose their (transformed) masks.
+        for k in range(n):
+            ys, xs = np.nonzero(masks[k])
+            if len(xs):
+                x1, y1, x2, y2 = boxes[k]
+                assert xs.min() >= math.floor(x1) - 1 and xs.max() < x2 + 1
+                assert ys.min() >= math.floor(y1) - 1 and ys.max() < y2 + 1
+        # Padding of the canvas is zero.
+        assert not images[b, size[0] :].any() and not images[b, :, size[1] :].any()
+        seen.append((image_id, s, flip))
+    return seen
+
+
+def test_stats_and_sparse_label_mapping(dataset):
+    data = _json()
+    assert dataset.num_images == len(dataset) == 5
+    assert dataset.category_ids == sorted(c["id"] for c in data["categories"])
+    assert dataset.num_classes == 80 and dataset.category_ids[-1] == 90
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    assert dataset.class_names == [names[i] for i in dataset.category_ids]
+    assert dataset.label_of(90) == 79 and dataset.class_names[79] == "toothbrush"
+    assert dataset.label_of(1) == 0 and dataset.label_of(13) == 11  # 12 is absent
+    crowd = [a for a in data["annotations"] if a["iscrowd"]]
+    assert [a["id"] for a in crowd] == [908400553664]  # 64-bit id
+    assert dataset.stats["images"] == 5
+    assert dataset.stats["annotations"] == 43
+    assert dataset.stats["crowd"] == 1
+    assert dataset.stats["instances"] == 42
+    assert sum(dataset.stats["skipped"].values()) == 0
+    assert dataset.stats["images_without_instances"] == 0
+    kept_ids = {a["id"] for i in range(5) for a in dataset.instances(i)}
+    assert 908400553664 not in kept_ids and len(kept_ids) == 42
+    assert dataset.image_ids == [im["id"] for im in data["images"]]
+
+
+def test_training_batches_match_reference(dataset, coco, pil_images):
+    scales = [(512, 400), (448, 288), (640, 320)]
+    canvas, m = (512, 512), 20
+    ds = dataset.as_tf_dataset(
+        batch_size=2,
+        image_size=canvas,
+        scales=scales,
+        max_instances=m,
+        training=True,
+        seed=5,
+    )
+    assert ds.element_spec[0].shape == (2, 512, 512, 3)
+    assert ds.element_spec[1]["masks"].shape == (2, m, 512, 512)
+    assert ds.element_spec[1]["labels"].shape == (2, m)
+    assert ds.element_spec[1]["boxes"].shape == (2, m, 4)
+    seen = []
+    for _ in range(3):  # three passes, reshuffled each time
+        for images, targets in ds:
+            assert images.dtype == tf.float32
+            assert targets["masks"].dtype == tf.uint8
+            assert targets["labels"].dtype == tf.int32
+            assert targets["boxes"].dtype == tf.float32
+            targets = {k: v.numpy() for k, v in targets.items()}
+            assert set(np.unique(targets["masks"])) <= {0, 1}
+            seen += _check_batch(
+                images.numpy(), targets, coco, pil_images, scales, canvas, m
+            )
+    assert len(seen) == 12
+    assert {s[2] for s in seen} == {False, True}  # both flips happen
+    assert len({s[1] for s in seen}) >= 2  # several scales drawn
+    assert len({s[0] for s in seen}) == 5  # every image visited
+
+
+def test_eval_mode_order_first_scale_no_flip(dataset, coco, pil_images):
+    scales = [(512, 400), (448, 288)]
+    ds = dataset.as_tf_dataset(
+        batch_size=5, image_size=(512, 512), scales=scales, training=False
+    )
+    images, targets = next(iter(ds))
+    targets = {k: v.numpy() for k, v in targets.items()}
+    seen = _check_batch(
+        images.numpy(), targets, coco, pil_images, scales, (512, 512), 100
+    )
+    assert [s[0] for s in seen] == dataset.image_ids
+    assert all(s[1] == 0 and not s[2] for s in seen)
+    # Padding slots: label -1, zero masks and boxes.
+    counts = [len(dataset.instances(i)) for i in range(5)]
+    for b, n in enumerate(counts):
+        assert (targets["labels"][b, :n] >= 0).all()
+        assert (targets["labels"][b, n:] == -1).all()
+        assert not targets["masks"][b, n:].any()
+        assert not targets["boxes"][b, n:].any()
+        assert targets["masks"][b, :n].reshape(n, -1).any(axis=1).all()
+
+
+def test_fit_to_canvas_without_scales(dataset, coco, pil_images):
+    ds = dataset.as_tf_dataset(
+        batch_size=5, image_size=(320, 352), training=False, max_instances=30
+    )
+    images, targets = next(iter(ds))
+    for b, image_id in enumerate(dataset.image_ids):
+        h, w = coco.imgs[image_id]["height"], coco.imgs[image_id]["width"]
+        rh, rw = _valid_extent(images[b].numpy())
+        factor = min(320 / h, 352 / w)
+        assert (rh, rw) == (int(h * factor + 0.5), int(w * factor + 0.5))
+        assert rh == 320 or rw == 352
+
+
+def test_flip_moves_image_masks_and_boxes(dataset):
+    kwargs = dict(
+        batch_size=5,
+        image_size=(448, 448),
+        scales=[(448, 320)],
+        max_instances=30,
+        shuffle=False,
+    )
+    plain = next(iter(dataset.as_tf_dataset(training=False, **kwargs)))
+    flipped = next(
+        iter(dataset.as_tf_dataset(training=True, flip_probability=1.0, **kwargs))
+    )
+    unflipped = next(
+        iter(dataset.as_tf_dataset(training=True, flip_probability=0.0, **kwargs))
+    )
+    for key in ("masks", "labels", "boxes"):
+        np.testing.assert_array_equal(unflipped[1][key], plain[1][key])
+    np.testing.assert_array_equal(unflipped[0], plain[0])
+    for b in range(5):
+        image = plain[0][b].numpy()
+        rh, rw = _valid_extent(image)
+        np.testing.assert_array_equal(
+            flipped[0][b].numpy()[:rh, :rw], image[:rh, :rw][:, ::-1]
+        )
+        masks = plain[1]["masks"][b].numpy()
+        np.testing.assert_array_equal(
+            flipped[1]["masks"][b].numpy()[:, :rh, :rw], masks[:, :rh, :rw][:, :, ::-1]
+        )
+        boxes = plain[1]["boxes"][b].numpy()
+        valid = plain[1]["labels"][b].numpy() >= 0
+        expected = boxes.copy()
+        expected[valid, 0] = rw - boxes[valid, 2]
+        expected[valid, 2] = rw - boxes[valid, 0]
+        np.testing.assert_allclose(flipped[1]["boxes"][b], expected, atol=1e-4)
+        assert (expected[valid, 0] <= expected[valid, 2]).all()
+
+
+def _summary(ds, passes=2):
+    out = []
+    for _ in range(passes):
+        for images, targets in ds:
+            out.append((images.numpy().sum(axis=(1, 2, 3)), targets["labels"].numpy()))
+    return out
+
+
+def test_deterministic_given_seed(dataset):
+    kwargs = dict(batch_size=2, image_size=(448, 448), scales=[(448, 320), (384, 256)])
+    a = _summary(dataset.as_tf_dataset(seed=3, **kwargs))
+    b = _summary(dataset.as_tf_dataset(seed=3, **kwargs))
+    c = _summary(dataset.as_tf_dataset(seed=4, **kwargs))
+    for (ia, la), (ib, lb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(la, lb)
+    assert any(
+        not np.array_equal(ia, ic) for (ia, _), (ic, _) in zip(a, c, strict=True)
+    )
+    # A new pass reshuffles and redraws (not the same batches every epoch).
+    assert any(not np.array_equal(a[i][0], a[i + 2][0]) for i in range(2))
+    # repeat=True starts with the same epoch (then batches span epochs).
+    rep = dataset.as_tf_dataset(seed=3, repeat=True, **kwargs).take(2)
+    for (ia, _), (ir, _) in zip(a[:2], _summary(rep, passes=1), strict=True):
+        np.testing.assert_array_equal(ia, ir)
+
+
+def test_truncation_is_counted(coco):
+    ds_obj = CocoDataset(str(ANN_FILE), str(IMAGE_DIR))
+    counts = [
+        sum(1 for a in coco.imgToAnns[i] if not a["iscrowd"]) for i in ds_obj.image_ids
+    ]
+    with pytest.warns(UserWarning, match="max_instances=5"):
+        ds = ds_obj.as_tf_dataset(
+            batch_size=5, image_size=(448, 448), max_instances=5, training=False
+        )
+    assert ds_obj.stats["max_instances"] == 5
+    assert ds_obj.stats["truncated_images"] == sum(c > 5 for c in counts)
+    assert ds_obj.stats["truncated_instances"] == sum(max(c - 5, 0) for c in counts)
+    _, targets = next(iter(ds))
+    valid = (targets["labels"].numpy() >= 0).sum(axis=1)
+    np.testing.assert_array_equal(valid, np.minimum(counts, 5))
+
+
+def _write(tmp_path, data, name="ann.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_unknown_category_raises_or_is_counted(tmp_path):
+    data = _json()
+    bad = next(a for a in data["annotations"] if a["id"] == 160392)
+    bad["category_id"] = 1000
+    path = _write(tmp_path, data)
+    with pytest.raises(ValueError, match=r"160392.*000000205401\.jpg.*1000"):
+        CocoDataset(path, str(IMAGE_DIR))
+    with pytest.warns(UserWarning, match="unknown_category_id"):
+        skipped = load_coco(path, str(IMAGE_DIR), on_invalid="skip")
+    assert skipped.stats["skipped"]["unknown_category_id"] == 1
+    assert skipped.stats["instances"] == 41
+    assert skipped.skipped_annotations[0][:2] == (160392, "unknown_category_id")
+
+
+def test_empty_mask_and_unknown_image_raise(tmp_path):
+    data = _json()
+    target = next(a for a in data["annotations"] if a["id"] == 148103)
+    target["segmentation"] = [[10.0, 10.0, 20.0, 10.0, 30.0, 10.0]]
+    with pytest.raises(ValueError, match=r"148103.*000000165518\.jpg.*empty mask"):
+        CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))
+    data = _json()
+    data["annotations"][0]["image_id"] = 123456789012
+    with pytest.raises(ValueError, match=r"unknown image_id 123456789012"):
+        CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))
+
+
+def test_missing_image_file_raises(tmp_path):
+    data = _json()
+    data["images"][2]["file_name"] = "000000999999_missing.jpg"
+    with pytest.raises(FileNotFoundError, match="000000999999_missing.jpg"):
+        CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))
+
+
+def test_size_mismatch_raises_when_loading(tmp_path):
+    data = _json()
+    data["images"] = [im for im in data["images"] if im["id"] == 205401]
+    data["images"][0]["height"] = 400  # real height is 408
+    data["annotations"] = []
+    ds = CocoDataset(_write(tmp_path, data), str(IMAGE_DIR)).as_tf_dataset(
+        batch_size=1, image_size=(448, 640), training=False
+    )
+    with pytest.raises(tf.errors.OpError, match=r"000000205401\.jpg.*408x640"):
+        next(iter(ds))
+
+
+def test_bad_canvas_and_scales(dataset):
+    with pytest.raises(ValueError, match="multiple"):
+        dataset.as_tf_dataset(batch_size=1, image_size=(500, 512))
+    with pytest.raises(ValueError, match=r"\.jpg.*does not fit"):
+        dataset.as_tf_dataset(batch_size=1, image_size=(320, 320), scales=(640, 480))
+
+
+def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    h, w = 64, 96
+    gray = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+    Image.fromarray(gray, "L").save(tmp_path / "gray.jpg", quality=90)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(gray, "L").save(tmp_path / "empty.png")
+    big = 2**40
+    mask = np.zeros((h, w), np.uint8)
+    mask[5:30, 10:50] = 1
+    compressed = mask_utils.encode(np.asfortranarray(mask))
+    column = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(column)) + 1
+    runs = np.diff(np.concatenate([[0], changes, [column.size]])).tolist()
+    images = [
+        {"id": big + i, "file_name": name, "height": h, "width": w}
+        for i, name in enumerate(["gray.png", "rgba.png", "gray.jpg", "empty.png"])
+    ]
+    anns = [
+        {  # two-part polygon
+            "id": 2**50 + 1,
+            "image_id": big,
+            "category_id": 7,
+            "iscrowd": 0,
+            "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20], [60, 40, 90, 40, 75, 60]],
+            "bbox": [2, 2, 88, 58],
+        },
+        {  # compressed RLE, not crowd
+            "id": 2**50 + 2,
+            "image_id": big + 1,
+            "category_id": 3,
+            "iscrowd": 0,
+            "segmentation": {
+                "size": [h, w],
+                "counts": compressed["counts"].decode("ascii"),
+            },
+            "bbox": [10, 5, 40, 25],
+        },
+        {  # uncompressed RLE, not crowd (first run is background)
+            "id": 2**50 + 3,
+            "image_id": big + 2,
+            "category_id": 7,
+            "iscrowd": 0,
+            "segmentation": {"size": [h, w], "counts": runs},
+            "bbox": [10, 5, 40, 25],
+        },
+    ]
+    cats = [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}]
+    data = {"images": images, "annotations": anns, "categories": cats}
+    path = _write(tmp_path, data)
+    ds_obj = CocoDataset(path, str(tmp_path))
+    assert ds_obj.category_ids == [3, 7] and ds_obj.class_names == ["three", "seven"]
+    assert ds_obj.stats["images_without_instances"] == 1
+    ds = ds_obj.as_tf_dataset(
+        batch_size=4, image_size=(64, 96), training=False, max_instances=3
+    )
+    images, targets = next(iter(ds))
+    images = images.numpy()
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(path)
+    for b, name in enumerate(["gray.png", "rgba.png", "gray.jpg", "empty.png"]):
+        with Image.open(tmp_path / name) as pil:
+            rgb = np.asarray(pil.convert("RGB"), np.float64)
+        np.testing.assert_allclose(images[b], (rgb - MEAN) / STD, atol=1e-5)
+        ann_ids = coco.getAnnIds(imgIds=[big + b])
+        expected = np.zeros((3, h, w), np.uint8)
+        for k, ann in enumerate(coco.loadAnns(ann_ids)):
+            expected[k] = coco.annToMask(ann)
+        np.testing.assert_array_equal(targets["masks"][b], expected)
+    np.testing.assert_array_equal(
+        targets["labels"], [[1, -1, -1], [0, -1, -1], [1, -1, -1], [-1, -1, -1]]
+    )
+    np.testing.assert_array_equal(targets["masks"][1, 0], mask)
+    np.testing.assert_array_equal(targets["masks"][2, 0], mask)
+    np.testing.assert_allclose(targets["boxes"][1, 0], [10, 5, 50, 30])
+
+
+def test_reads_generated_shapes(tmp_path):
+    path = generate_shapes_dataset(str(tmp_path), 6, seed=2, mask_format="polygon")
+    ds_obj = CocoDataset(path, str(tmp_path / "images"))
+    assert ds_obj.class_names == ["circle", "triangle", "square", "star"]
+    images, targets = next(
+        iter(
+            ds_obj.as_tf_dataset(
+                batch_size=6, image_size=(128, 128), training=False, max_instances=8
+            )
+        )
+    )
+    targets = {k: v.numpy() for k, v in targets.items()}
+    assert images.shape == (6, 128, 128, 3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(path)
+    for b, image_id in enumerate(ds_obj.image_ids):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        for k, ann in enumerate(anns):
+            np.testing.assert_array_equal(targets["masks"][b, k], coco.annToMask(ann))
+            assert targets["labels"][b, k] == ann["category_id"] - 1
+        assert (targets["labels"][b, len(anns) :] == -1).all()
+
+
+def test_fixture_is_self_contained():
+    data = _json()
+    files = sorted(p.name for p in IMAGE_DIR.iterdir())
+    assert files == sorted(im["file_name"] for im in data["images"])
+    attribution = (FIXTURE / "ATTRIBUTION.md").read_text()
+    for im in data["images"]:
+        assert f"val2017/{im['file_name']} | {im['id']} |" in attribution
+        assert im["flickr_url"] in attribution
+    assert attribution.count("| val2017/") == len(data["images"])
+    # Covers what the reader must handle.
+    anns = data["annotations"]
+    assert any(a["iscrowd"] and isinstance(a["segmentation"], dict) for a in anns)
+    assert any(
+        isinstance(a["segmentation"], list) and len(a["segmentation"]) > 1 for a in anns
+    )
+    assert max(a["category_id"] for a in anns) == 90
