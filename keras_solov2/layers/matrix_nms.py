@@ -12,7 +12,11 @@ def _batch_gather(x, indices):
     GATHER (TFLite builtin) instead of a broadcast `take_along_axis`.
     """
     num = x.shape[1]
-    trailing = tuple(x.shape[2:])
+    # Static trailing dims stay Python ints; dynamic ones (a mask size in a
+    # retraced TF predict function) come from the runtime shape.
+    trailing = tuple(
+        d if d is not None else ops.shape(x)[i + 2] for i, d in enumerate(x.shape[2:])
+    )
     k = indices.shape[1]
     batch = ops.shape(indices)[0]
     offsets = ops.arange(batch, dtype="int32") * num

@@ -1,5 +1,6 @@
 """Small spatial helpers shared by the SOLOv2 layers (keras.ops only)."""
 
+import keras
 from keras import ops
 
 
@@ -14,10 +15,17 @@ def resize(x, size, interpolation="bilinear"):
 
     Bilinear is `align_corners=False` (half-pixel centres) without
     anti-aliasing; nearest picks `floor(dst * in / out)` for integer factors.
+
+    Sizes may be dynamic tensors on the TensorFlow backend (a predict function
+    retraced for a new image size); `keras.ops.image.resize` only takes
+    static sizes, so that one case goes to the op it wraps, `tf.image.resize`.
     """
-    return ops.image.resize(
-        x, size, interpolation=interpolation, antialias=False
-    )
+    static = all(isinstance(s, int) for s in size)
+    if static or keras.backend.backend() != "tensorflow":
+        return ops.image.resize(x, size, interpolation=interpolation, antialias=False)
+    import tensorflow as tf
+
+    return tf.image.resize(x, tf.stack(size), method=interpolation, antialias=False)
 
 
 def coordinate_channels(x):

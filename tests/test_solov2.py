@@ -1,0 +1,143 @@
+"""The SOLOv2 task: construction, presets, fit, predict, save/load."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import rectangle_batch, tiny_model
+
+import keras_solov2
+
+
+def test_official_parameter_counts():
+    # The official mmdetection checkpoints, BN running statistics included.
+    r50 = keras_solov2.SOLOv2.from_preset("r50_coco", load_weights=False)
+    assert r50.count_params() == 46_646_032
+    light = keras_solov2.SOLOv2.from_preset("light_r18_coco", load_weights=False)
+    assert light.count_params() == 18_281_360
+    assert light.test_scale == (768, 448)
+    assert light.backbone.kernel_channels == 128
+    assert len(light.class_names) == 80
+
+
+def test_presets_metadata_and_errors():
+    presets = keras_solov2.SOLOv2.presets
+    assert set(presets) == {
+        "r50_1x_coco", "r50_coco", "r101_coco",
+        "light_r18_coco", "light_r34_coco", "light_r50_coco",
+    }  # fmt: skip
+    assert presets["r50_coco"]["coco_mask_ap"] == 37.5
+    assert presets["r50_coco"]["url"].endswith("-fed092d4.pth")
+    with pytest.raises(ValueError, match="Unknown SOLOv2 preset"):
+        keras_solov2.SOLOv2.from_preset("r51_coco", load_weights=False)
+    with pytest.raises(ValueError, match="architecture without weights"):
+        keras_solov2.SOLOv2.from_preset("light_r18")
+    model = keras_solov2.SOLOv2.from_preset(
+        "light_r18_coco", load_weights=False, num_classes=3, frozen_stages=-1
+    )
+    assert model.num_classes == 3 and model.class_names is None
+    assert model.get_layer("conv_cls").kernel.shape[-1] == 3
+    assert model.backbone.frozen_stages == -1
+
+
+def test_frozen_stages_and_norm_eval():
+    model = tiny_model(frozen_stages=1, norm_eval=True)
+    backbone = model.backbone
+    assert not backbone.get_layer("backbone_conv1").trainable
+    assert not backbone.get_layer("backbone_layer1_0_conv1").trainable
+    assert backbone.get_layer("backbone_layer2_0_conv1").trainable
+    bn = backbone.get_layer("backbone_layer2_0_bn1")
+    x = np.random.default_rng(0).normal(3, 2, (2, 64, 64, 3)).astype("float32")
+    before = [np.asarray(v).copy() for v in bn.non_trainable_weights]
+    model(x, training=True)
+    after = [np.asarray(v) for v in bn.non_trainable_weights]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)  # statistics stay frozen
+
+
+def test_fit_reduces_the_loss():
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=2, size=64)
+    dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    history = model.fit(dataset, steps_per_epoch=15, epochs=3, verbose=0).history
+    assert set(history) >= {"loss", "category_loss", "mask_loss", "positives_overflow"}
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["mask_loss"][-1] < history["mask_loss"][0]
+    assert history["positives_overflow"] == [0.0, 0.0, 0.0]
+
+
+def test_batch_without_instances_trains_with_finite_losses():
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=2, size=64)
+    targets = {
+        "masks": np.zeros_like(targets["masks"]),
+        "labels": np.full_like(targets["labels"], -1),
+        "boxes": np.zeros_like(targets["boxes"]),
+    }
+    model.compile(optimizer="sgd", jit_compile=True)
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    assert logs["mask_loss"] == 0.0
+    assert 0.0 < logs["category_loss"]
+
+
+def test_positive_overflow_is_reported():
+    model = tiny_model(max_positives=2)
+    images, targets = rectangle_batch(batch=2, size=64)
+    model.compile(optimizer="sgd")
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert logs["positives_overflow"] > 0
+
+
+def test_missing_targets_raise():
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=1, size=64)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="boxes"):
+        model.train_on_batch(images, {"masks": targets["masks"], "labels": targets["labels"]})
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 53, 3), (2, 70, 90, 3)])
+def test_predict_on_odd_sizes(shape):
+    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=7)
+    images = np.random.default_rng(0).integers(0, 255, shape).astype("uint8")
+    out = model.predict(images, verbose=0)
+    b, h, w, _ = shape
+    assert out["masks"].shape == (b, 7, h, w) and out["masks"].dtype == bool
+    assert out["labels"].shape == (b, 7) and out["scores"].shape == (b, 7)
+    assert out["boxes"].shape == (b, 7, 4) and out["num_detections"].shape == (b,)
+    for i in range(b):
+        n = out["num_detections"][i]
+        assert np.all(out["labels"][i, n:] == -1) and np.all(out["scores"][i, n:] == 0)
+        assert np.all(np.diff(out["scores"][i, :n]) <= 0)
+
+
+def test_predict_list_of_sizes():
+    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, s).astype("uint8") for s in ((40, 60, 3), (64, 32, 3))]
+    results = model.predict(images)
+    assert len(results) == 2
+    for image, result in zip(images, results):
+        n = int(result["num_detections"])
+        assert result["masks"].shape == (n,) + image.shape[:2]
+        assert result["labels"].shape == (n,)
+
+
+def test_config_and_keras_file_round_trip(tmp_path):
+    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, class_names=["a", "b", "c"])
+    images = np.random.default_rng(2).integers(0, 255, (1, 50, 70, 3)).astype("uint8")
+    expected = model.predict(images, verbose=0)
+    config = model.get_config()
+    rebuilt = keras_solov2.SOLOv2.from_config(config)
+    assert rebuilt.get_config() == config
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, keras_solov2.SOLOv2)
+    assert loaded.class_names == ["a", "b", "c"]
+    got = loaded.predict(images, verbose=0)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
