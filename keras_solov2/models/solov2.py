@@ -288,19 +288,31 @@ class SOLOv2(keras.Model):
         images = ops.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
         return images, resized_size, original_size
 
-    def predict_step(self, data):
+    def predict_step(self, *args):
+        # TensorFlow / torch call `predict_step(data)`; JAX's stateless trainer
+        # calls `predict_step(state, data)` and expects the new state back.
+        if len(args) == 2:
+            (trainable, non_trainable), data = args
+        else:
+            (data,) = args
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         if isinstance(images, dict):
             images = images["images"]
         inputs, resized_size, original_size = self.preprocess(images)
-        outputs = self(inputs, training=False)
-        return self.decoder(
+        if len(args) == 2:
+            outputs, non_trainable = self.stateless_call(
+                trainable, non_trainable, inputs, training=False
+            )
+        else:
+            outputs = self(inputs, training=False)
+        detections = self.decoder(
             outputs["category_logits"],
             outputs["kernels"],
             outputs["mask_features"],
             resized_size=resized_size,
             original_size=original_size,
         )
+        return (detections, non_trainable) if len(args) == 2 else detections
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`, also accepting a list of differently-sized images.

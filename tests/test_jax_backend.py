@@ -1,0 +1,44 @@
+"""The same model code on the JAX backend (a subprocess: the backend is global)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import keras, numpy as np
+    assert keras.backend.backend() == "jax"
+    from conftest import rectangle_batch, tiny_model
+    keras.utils.set_random_seed(0)
+    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
+    images, targets = rectangle_batch(batch=2, size=64)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    first = model.train_on_batch(images, targets, return_dict=True)
+    for _ in range(15):
+        last = model.train_on_batch(images, targets, return_dict=True)
+    assert np.isfinite(last["loss"]) and last["loss"] < first["loss"], (first, last)
+    out = model.predict(np.zeros((1, 45, 61, 3), "uint8"), verbose=0)
+    assert out["masks"].shape == (1, 5, 45, 61), out["masks"].shape
+    print("JAX-OK", first["loss"], last["loss"])
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.jax
+def test_train_and_predict_on_jax():
+    pytest.importorskip("jax", reason="jax is not installed (pip install '.[jax]')")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True,
+        text=True, timeout=900,
+    )
+    assert result.returncode == 0 and "JAX-OK" in result.stdout, (
+        result.stdout[-3000:] + result.stderr[-3000:]
+    )
