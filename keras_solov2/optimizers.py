@@ -94,7 +94,9 @@ def solov2_optimizer(
     >>> model.compile(optimizer=optimizer)
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"`schedule` must be one of {sorted(SCHEDULES)}, got {schedule!r}.")
+        raise ValueError(
+            f"`schedule` must be one of {sorted(SCHEDULES)}, got {schedule!r}."
+        )
     epochs, milestone_epochs = SCHEDULES[schedule]
     learning_rate = WarmupStepSchedule(
         base_learning_rate=base_learning_rate * batch_size / 16,

@@ -10,12 +10,14 @@ from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from keras_solov2.evaluation import STAT_NAMES
-from keras_solov2.evaluation import draw_instances
-from keras_solov2.evaluation import evaluate_model
-from keras_solov2.evaluation import evaluate_results
-from keras_solov2.evaluation import predictions_to_coco_results
-from keras_solov2.evaluation import save_prediction_grid
+from keras_solov2.evaluation import (
+    STAT_NAMES,
+    draw_instances,
+    evaluate_model,
+    evaluate_results,
+    predictions_to_coco_results,
+    save_prediction_grid,
+)
 
 # Sparse category ids, listed out of order on purpose.
 CATEGORIES = [

@@ -61,7 +61,9 @@ def test_stem_uses_pytorch_symmetric_padding():
     # Keras "same" pads stride-2 convs asymmetrically; the port pads 3 on
     # every side like PyTorch. Check the stem conv against a numpy conv.
     inputs = keras.Input((18, 22, 3))
-    features = resnet_features(inputs, depth=18, stage_blocks=(1, 1, 1, 1), base_channels=8)
+    features = resnet_features(
+        inputs, depth=18, stage_blocks=(1, 1, 1, 1), base_channels=8
+    )
     full = keras.Model(inputs, features)
     stem = keras.Model(inputs, full.get_layer("backbone_conv1").output)
     rng = np.random.default_rng(1)
@@ -93,10 +95,17 @@ def test_pyramid_and_heads_shapes_and_serialisation():
     mask_features = roundtrip(MaskFeatureHead(16, 24, num_groups=8), pyramid[:4])
     assert tuple(mask_features.shape) == (1, 16, 24, 24)
     assert float(np.min(mask_features)) >= 0.0  # ends in ReLU
-    head = KernelCategoryHead((6, 5, 4, 3, 2), feat_channels=16, stacked_convs=2,
-                              kernel_channels=24, num_groups=8)
+    head = KernelCategoryHead(
+        (6, 5, 4, 3, 2),
+        feat_channels=16,
+        stacked_convs=2,
+        kernel_channels=24,
+        num_groups=8,
+    )
     categories, kernels = roundtrip(head, pyramid)
-    assert [tuple(c.shape) for c in categories] == [(1, s, s, 16) for s in (6, 5, 4, 3, 2)]
+    assert [tuple(c.shape) for c in categories] == [
+        (1, s, s, 16) for s in (6, 5, 4, 3, 2)
+    ]
     assert tuple(kernels.shape) == (1, 36 + 25 + 16 + 9 + 4, 24)
 
 
@@ -126,7 +135,9 @@ def test_masks_to_boxes():
     masks[0, 0, 2:5, 3:9] = True
     masks[0, 1, 9, 11] = True
     boxes = np.asarray(masks_to_boxes(masks))
-    np.testing.assert_array_equal(boxes[0], [[3, 2, 9, 5], [11, 9, 12, 10], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        boxes[0], [[3, 2, 9, 5], [11, 9, 12, 10], [0, 0, 0, 0]]
+    )
 
 
 def bilinear(image, out_h, out_w):
@@ -157,7 +168,9 @@ def test_decoder_on_hand_made_outputs():
     features = np.full((1, 8, 8, 1), -10.0, "float32")
     features[0, 2:6, 2:6] = 10.0
     decoder = SOLOv2Decoder(num_grids=(4, 2), strides=(8, 16), max_detections=5)
-    out = decoder(logits, kernels, features, resized_size=(32, 32), original_size=(64, 64))
+    out = decoder(
+        logits, kernels, features, resized_size=(32, 32), original_size=(64, 64)
+    )
     out = {k: np.asarray(v)[0] for k, v in out.items()}
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     inside = sig(10.0)
@@ -167,7 +180,9 @@ def test_decoder_on_hand_made_outputs():
     # Maskness = mean probability inside the mask; the duplicate (IoU 1) is
     # decayed by exp(-sigma * 1^2) = exp(-2) by Matrix NMS.
     np.testing.assert_allclose(out["scores"][0], sig(5.0) * inside, rtol=1e-5)
-    np.testing.assert_allclose(out["scores"][1], sig(4.0) * inside * np.exp(-2.0), rtol=1e-5)
+    np.testing.assert_allclose(
+        out["scores"][1], sig(4.0) * inside * np.exp(-2.0), rtol=1e-5
+    )
     # x4 to the padded input (32), crop, x2 to the original (64), > 0.5;
     # bilinear with half-pixel centres, written out in numpy.
     probs = sig(features[0, :, :, 0])

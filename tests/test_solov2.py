@@ -96,7 +96,9 @@ def test_missing_targets_raise():
     images, targets = rectangle_batch(batch=1, size=64)
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="boxes"):
-        model.train_on_batch(images, {"masks": targets["masks"], "labels": targets["labels"]})
+        model.train_on_batch(
+            images, {"masks": targets["masks"], "labels": targets["labels"]}
+        )
 
 
 @pytest.mark.parametrize("shape", [(1, 37, 53, 3), (2, 70, 90, 3)])
@@ -117,7 +119,9 @@ def test_predict_on_odd_sizes(shape):
 def test_predict_list_of_sizes():
     model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
     rng = np.random.default_rng(1)
-    images = [rng.integers(0, 255, s).astype("uint8") for s in ((40, 60, 3), (64, 32, 3))]
+    images = [
+        rng.integers(0, 255, s).astype("uint8") for s in ((40, 60, 3), (64, 32, 3))
+    ]
     results = model.predict(images)
     assert len(results) == 2
     for image, result in zip(images, results):
@@ -127,7 +131,9 @@ def test_predict_list_of_sizes():
 
 
 def test_config_and_keras_file_round_trip(tmp_path):
-    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, class_names=["a", "b", "c"])
+    model = tiny_model(
+        test_scale=(96, 64), score_threshold=0.0, class_names=["a", "b", "c"]
+    )
     images = np.random.default_rng(2).integers(0, 255, (1, 50, 70, 3)).astype("uint8")
     expected = model.predict(images, verbose=0)
     config = model.get_config()

@@ -1,12 +1,13 @@
 """COCO evaluation and visualisation of SOLOv2 predictions."""
 
-from keras_solov2.evaluation.coco_evaluator import STAT_NAMES
-from keras_solov2.evaluation.coco_evaluator import evaluate_model
-from keras_solov2.evaluation.coco_evaluator import evaluate_results
-from keras_solov2.evaluation.coco_evaluator import load_image
-from keras_solov2.evaluation.coco_evaluator import predictions_to_coco_results
-from keras_solov2.evaluation.visualization import draw_instances
-from keras_solov2.evaluation.visualization import save_prediction_grid
+from keras_solov2.evaluation.coco_evaluator import (
+    STAT_NAMES,
+    evaluate_model,
+    evaluate_results,
+    load_image,
+    predictions_to_coco_results,
+)
+from keras_solov2.evaluation.visualization import draw_instances, save_prediction_grid
 
 __all__ = [
     "STAT_NAMES",

@@ -4,9 +4,7 @@ import colorsys
 import math
 
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 
 def instance_color(index):

@@ -31,15 +31,22 @@ class FeaturePyramid(keras.layers.Layer):
         init = keras.initializers.GlorotUniform()
         self.lateral_convs = [
             keras.layers.Conv2D(
-                channels, 1, kernel_initializer=init, dtype=self.dtype_policy,
+                channels,
+                1,
+                kernel_initializer=init,
+                dtype=self.dtype_policy,
                 name=f"lateral_convs_{i}",
             )
             for i in range(4)
         ]
         self.fpn_convs = [
             keras.layers.Conv2D(
-                channels, 3, padding="same", kernel_initializer=init,
-                dtype=self.dtype_policy, name=f"fpn_convs_{i}",
+                channels,
+                3,
+                padding="same",
+                kernel_initializer=init,
+                dtype=self.dtype_policy,
+                name=f"fpn_convs_{i}",
             )
             for i in range(4)
         ]

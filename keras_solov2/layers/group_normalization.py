@@ -43,9 +43,7 @@ class GroupNormalization4D(keras.layers.Layer):
         self.gamma = self.add_weight(
             name="gamma", shape=(channels,), initializer="ones"
         )
-        self.beta = self.add_weight(
-            name="beta", shape=(channels,), initializer="zeros"
-        )
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
 
     def call(self, inputs):
         shape = ops.shape(inputs)

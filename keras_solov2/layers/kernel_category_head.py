@@ -58,7 +58,10 @@ class KernelCategoryHead(keras.layers.Layer):
         def tower(name):
             return [
                 ConvGNReLU(
-                    feat_channels, 3, num_groups, dtype=self.dtype_policy,
+                    feat_channels,
+                    3,
+                    num_groups,
+                    dtype=self.dtype_policy,
                     name=f"{name}_{i}",
                 )
                 for i in range(stacked_convs)
@@ -103,7 +106,9 @@ class KernelCategoryHead(keras.layers.Layer):
             for conv in self.kernel_convs:
                 kernel_x = conv(kernel_x)
             kernel_x = self.conv_kernel(kernel_x)
-            kernels.append(ops.reshape(kernel_x, (-1, grid * grid, self.kernel_channels)))
+            kernels.append(
+                ops.reshape(kernel_x, (-1, grid * grid, self.kernel_channels))
+            )
             cls_x = x[..., :-2]
             for conv in self.cls_convs:
                 cls_x = conv(cls_x)

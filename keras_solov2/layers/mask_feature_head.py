@@ -40,7 +40,10 @@ class MaskFeatureHead(keras.layers.Layer):
         for level in range(4):
             convs = [
                 ConvGNReLU(
-                    feat_channels, 3, num_groups, dtype=self.dtype_policy,
+                    feat_channels,
+                    3,
+                    num_groups,
+                    dtype=self.dtype_policy,
                     name=f"convs_all_levels_{level}_conv{j}",
                 )
                 for j in range(max(level, 1))
@@ -89,4 +92,3 @@ class MaskFeatureHead(keras.layers.Layer):
             }
         )
         return config
-

@@ -20,7 +20,9 @@ def point_nms(scores, num_grids):
     channels = scores.shape[-1]
     outputs, start = [], 0
     for grid in num_grids:
-        level = ops.reshape(scores[:, start : start + grid * grid], (-1, grid, grid, channels))
+        level = ops.reshape(
+            scores[:, start : start + grid * grid], (-1, grid, grid, channels)
+        )
         padded = ops.pad(level, ((0, 0), (1, 0), (1, 0), (0, 0)))
         local_max = ops.max_pool(padded, pool_size=2, strides=1, padding="valid")
         kept = ops.where(local_max == level, level, ops.zeros_like(level))

@@ -86,10 +86,15 @@ class SOLOv2Decoder(keras.layers.Layer):
             name="matrix_nms",
         )
         self._cell_strides = np.concatenate(
-            [np.full(s * s, st, np.float32) for s, st in zip(self.num_grids, self.strides)]
+            [
+                np.full(s * s, st, np.float32)
+                for s, st in zip(self.num_grids, self.strides)
+            ]
         )
 
-    def call(self, category_logits, kernels, mask_features, resized_size, original_size):
+    def call(
+        self, category_logits, kernels, mask_features, resized_size, original_size
+    ):
         """Decodes a batch.
 
         Args:
@@ -103,7 +108,9 @@ class SOLOv2Decoder(keras.layers.Layer):
         num_classes = category_logits.shape[-1]
         batch = ops.shape(category_logits)[0]
         h, w = ops.shape(mask_features)[1], ops.shape(mask_features)[2]
-        scores = point_nms(ops.sigmoid(ops.cast(category_logits, "float32")), self.num_grids)
+        scores = point_nms(
+            ops.sigmoid(ops.cast(category_logits, "float32")), self.num_grids
+        )
         flat = ops.reshape(scores, (batch, -1))
         k = min(self.max_candidates, flat.shape[1])
         top_scores, top_index = ops.top_k(flat, k=k, sorted=True)
@@ -116,7 +123,9 @@ class SOLOv2Decoder(keras.layers.Layer):
         cand_kernels = ops.take_along_axis(
             ops.cast(kernels, "float32"), ops.expand_dims(cells, -1), axis=1
         )
-        features = ops.reshape(ops.cast(mask_features, "float32"), (batch, -1, ops.shape(mask_features)[3]))
+        features = ops.reshape(
+            ops.cast(mask_features, "float32"), (batch, -1, ops.shape(mask_features)[3])
+        )
         probs = ops.sigmoid(ops.einsum("bne,bpe->bnp", cand_kernels, features))
         binary = ops.cast(probs > self.mask_threshold, "float32")
         area = ops.sum(binary, axis=-1)

@@ -115,7 +115,7 @@ class SOLOv2TargetEncoder(keras.layers.Layer):
         ):
             cell_size = np.float32(1.0 / grid)
 
-            def to_cell(value, extent):
+            def to_cell(value, extent, cell_size=cell_size):
                 return ops.cast(ops.floor(value / extent / cell_size), "int32")
 
             hit = ops.logical_and(

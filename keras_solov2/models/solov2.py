@@ -202,7 +202,9 @@ class SOLOv2(keras.Model):
             )
         for key in ("masks", "labels", "boxes"):
             if key not in y:
-                raise ValueError(f"SOLOv2 targets lack the key {key!r}; got {sorted(y)}.")
+                raise ValueError(
+                    f"SOLOv2 targets lack the key {key!r}; got {sorted(y)}."
+                )
         logits = ops.cast(y_pred["category_logits"], "float32")
         kernels = ops.cast(y_pred["kernels"], "float32")
         mask_features = ops.cast(y_pred["mask_features"], "float32")
@@ -408,8 +410,12 @@ class SOLOv2(keras.Model):
                 )
             architecture, class_names = preset, None
         else:
-            known = sorted(solov2_presets.PRESETS) + sorted(solov2_presets.ARCHITECTURES)
-            raise ValueError(f"Unknown SOLOv2 preset {preset!r}. Known presets: {known}.")
+            known = sorted(solov2_presets.PRESETS) + sorted(
+                solov2_presets.ARCHITECTURES
+            )
+            raise ValueError(
+                f"Unknown SOLOv2 preset {preset!r}. Known presets: {known}."
+            )
         if load_weights:
             raise NotImplementedError(
                 f"Loading the converted weights of '{preset}' is not available in "
@@ -422,7 +428,9 @@ class SOLOv2(keras.Model):
         for key, value in kwargs.items():
             (backbone_kwargs if key in backbone_args else task_kwargs)[key] = value
         if num_classes is None:
-            num_classes = 80 if class_names is not None else task_kwargs.pop("num_classes", 80)
+            num_classes = (
+                80 if class_names is not None else task_kwargs.pop("num_classes", 80)
+            )
         elif class_names is not None and num_classes != len(class_names):
             class_names = None
         task_kwargs.setdefault("class_names", class_names)
@@ -439,9 +447,7 @@ def _rescale_size(height, width, scale):
     long_edge, short_edge = float(max(scale)), float(min(scale))
     h = ops.cast(height, "float32")
     w = ops.cast(width, "float32")
-    factor = ops.minimum(
-        long_edge / ops.maximum(h, w), short_edge / ops.minimum(h, w)
-    )
+    factor = ops.minimum(long_edge / ops.maximum(h, w), short_edge / ops.minimum(h, w))
     return (
         ops.cast(ops.floor(h * factor + 0.5), "int32"),
         ops.cast(ops.floor(w * factor + 0.5), "int32"),

@@ -84,8 +84,8 @@ PRESETS = {
     "r101_coco": {
         "architecture": "r101",
         "description": "SOLOv2 R101-FPN, 3x schedule, multi-scale training.",
-        "url": _MMDET
-        + "solov2_r101_fpn_3x_coco/solov2_r101_fpn_3x_coco_20220511_095119-c559a076.pth",
+        "url": _MMDET + "solov2_r101_fpn_3x_coco/"
+        "solov2_r101_fpn_3x_coco_20220511_095119-c559a076.pth",
         "sha256_prefix": "c559a076",
         "coco_mask_ap": 39.1,
     },
