@@ -105,12 +105,13 @@ def _backbone_key(name):
     return f"layer{stage}.{block}.{rest}"
 
 
-def load_mmdet_state_dict(model, state_dict):
+def load_mmdet_state_dict(model, state_dict, progress=False):
     """Assigns an mmdet SOLOv2 state dict (`{key: numpy array}`) to `model`.
 
     Args:
         model: `keras_solov2.SOLOv2` whose architecture matches the checkpoint.
         state_dict: mapping of mmdet (or original SOLO) keys to arrays.
+        progress: bool. Show a progress bar. Defaults to `False`.
 
     Returns:
         dict with `"assigned"` (count) and `"ignored"` (the dropped
@@ -122,7 +123,14 @@ def load_mmdet_state_dict(model, state_dict):
     """
     targets = target_variables(model)
     ignored, unexpected, mismatched, done = [], [], [], set()
-    for raw_key, array in state_dict.items():
+    bar = None
+    if progress:
+        import keras
+
+        bar = keras.utils.Progbar(len(state_dict), unit_name="tensor")
+    for index, (raw_key, array) in enumerate(state_dict.items()):
+        if bar is not None:
+            bar.update(index + 1)
         key = normalize_key(raw_key)
         if key.endswith("num_batches_tracked"):
             ignored.append(raw_key)

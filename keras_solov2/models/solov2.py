@@ -1,5 +1,6 @@
 import inspect
 import math
+import os
 
 import keras
 import numpy as np
@@ -383,24 +384,43 @@ class SOLOv2(keras.Model):
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, num_classes=None, **kwargs):
-        """Builds a SOLOv2 from an architecture or checkpoint preset name.
+        """Builds a SOLOv2 from a preset name or a preset directory.
 
         Args:
-            preset: str. A checkpoint preset (`"r50_coco"`, `"r50_1x_coco"`,
-                `"r101_coco"`, `"light_r18_coco"`, `"light_r34_coco"`,
-                `"light_r50_coco"`) or an architecture (`"r50"`, `"r101"`,
-                `"light_r18"`, `"light_r34"`, `"light_r50"`).
-            load_weights: bool. Load the converted official weights.
-                Defaults to `True`. Weight loading is not available yet:
-                pass `load_weights=False` for a randomly initialised model.
-            num_classes: optional int. Replace the COCO-80 classifier.
+            preset: str. One of:
+                - a checkpoint preset (`"r50_coco"`, `"r50_1x_coco"`,
+                  `"r101_coco"`, `"light_r18_coco"`, `"light_r34_coco"`,
+                  `"light_r50_coco"`): the official mmdetection COCO model.
+                  With `load_weights=True` its checkpoint is downloaded,
+                  checked against its sha256, converted and cached under
+                  `$KERAS_SOLOV2_CACHE` (default `~/.cache/keras_solov2`);
+                  later calls read the cache;
+                - an architecture (`"r50"`, `"r101"`, `"light_r18"`,
+                  `"light_r34"`, `"light_r50"`), random initialisation only;
+                - a preset directory written by `save_to_preset`.
+            load_weights: bool. Defaults to `True`.
+            num_classes: optional int. A new classifier for `num_classes`
+                classes; every other pretrained weight is kept. This is the
+                fine-tuning path.
             **kwargs: overrides for `SOLOv2Backbone` or `SOLOv2` arguments
                 (e.g. `frozen_stages=-1, norm_eval=False, test_scale=None`).
+                They build a new model, into which pretrained weights are
+                copied layer by layer.
+
+        Example:
+        >>> model = keras_solov2.SOLOv2.from_preset("light_r18_coco", num_classes=3)
         """
+        from keras_solov2.models import preset_utils
+
+        if isinstance(preset, str) and os.path.isdir(preset):
+            model = preset_utils.load_preset_dir(preset, load_weights=load_weights)
+            return model._with_overrides(num_classes, kwargs)
         if preset in solov2_presets.PRESETS:
             spec = solov2_presets.PRESETS[preset]
-            architecture = spec["architecture"]
-            class_names = spec["class_names"]
+            if load_weights:
+                model = preset_utils.load_preset_dir(_cached_preset(preset, spec))
+                return model._with_overrides(num_classes, kwargs)
+            architecture, class_names = spec["architecture"], spec["class_names"]
         elif preset in solov2_presets.ARCHITECTURES:
             if load_weights:
                 raise ValueError(
@@ -414,19 +434,14 @@ class SOLOv2(keras.Model):
                 solov2_presets.ARCHITECTURES
             )
             raise ValueError(
-                f"Unknown SOLOv2 preset {preset!r}. Known presets: {known}."
-            )
-        if load_weights:
-            raise NotImplementedError(
-                f"Loading the converted weights of '{preset}' is not available in "
-                "this version; pass load_weights=False for random initialisation."
+                f"Unknown SOLOv2 preset {preset!r}: not a preset name or a preset "
+                f"directory. Known presets: {known}."
             )
         arch = solov2_presets.ARCHITECTURES[architecture]
-        backbone_args = set(inspect.signature(SOLOv2Backbone.__init__).parameters)
         backbone_kwargs = dict(arch["backbone"])
         task_kwargs = dict(arch["task"])
         for key, value in kwargs.items():
-            (backbone_kwargs if key in backbone_args else task_kwargs)[key] = value
+            (backbone_kwargs if key in _BACKBONE_ARGS else task_kwargs)[key] = value
         if num_classes is None:
             num_classes = (
                 80 if class_names is not None else task_kwargs.pop("num_classes", 80)
@@ -436,6 +451,78 @@ class SOLOv2(keras.Model):
         task_kwargs.setdefault("class_names", class_names)
         backbone = SOLOv2Backbone(**backbone_kwargs)
         return cls(backbone=backbone, num_classes=num_classes, **task_kwargs)
+
+    def save_to_preset(self, preset_dir, metadata=None):
+        """Saves `config.json`, `model.weights.h5` and `metadata.json` (KerasHub's
+        preset layout); `keras_solov2.SOLOv2.from_preset(preset_dir)` loads it."""
+        from keras_solov2.models import preset_utils
+
+        preset_utils.save_to_preset(self, preset_dir, metadata=metadata)
+
+    def _with_overrides(self, num_classes, overrides):
+        """A copy with a new classifier and/or other arguments, keeping weights."""
+        if num_classes is None and not overrides:
+            return self
+        config = self.get_config()
+        backbone_config = dict(config["backbone"]["config"])
+        for key, value in overrides.items():
+            if key in _BACKBONE_ARGS:
+                backbone_config[key] = value
+            else:
+                config[key] = value
+        new_head = num_classes is not None and num_classes != self.num_classes
+        if num_classes is not None:
+            config["num_classes"] = num_classes
+        if new_head and "class_names" not in overrides:
+            config["class_names"] = None
+        config["backbone"] = SOLOv2Backbone(**backbone_config)
+        model = type(self).from_config(config)
+        for source, target in zip(self.backbone.weights, model.backbone.weights):
+            if tuple(source.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"Cannot keep the pretrained weight {source.path} "
+                    f"{tuple(source.shape)}: the overrides {sorted(overrides)} change "
+                    f"it to {tuple(target.shape)}. Only the classifier may change."
+                )
+            target.assign(source)
+        if not new_head:
+            conv_cls = self.get_layer("conv_cls")
+            model.get_layer("conv_cls").set_weights(conv_cls.get_weights())
+        return model
+
+
+_BACKBONE_ARGS = set(inspect.signature(SOLOv2Backbone.__init__).parameters) - {"self"}
+
+
+def _cached_preset(name, spec):
+    """Converted preset directory for an official checkpoint, built on first use."""
+    from keras_solov2.convert.mmdet import from_mmdet
+    from keras_solov2.models import preset_utils
+
+    root = preset_utils.cache_dir()
+    preset_dir = os.path.join(root, "presets", name)
+    if preset_utils.is_preset_dir(preset_dir):
+        return preset_dir
+    checkpoint = os.path.join(root, "downloads", spec["url"].rsplit("/", 1)[-1])
+    preset_utils.download(
+        spec["url"],
+        checkpoint,
+        sha256=spec.get("sha256"),
+        sha256_prefix=spec.get("sha256_prefix"),
+    )
+    model = from_mmdet(checkpoint, architecture=spec["architecture"])
+    model.class_names = list(spec["class_names"])
+    metadata = {
+        "preset": name,
+        "source_url": spec["url"],
+        "source_sha256": preset_utils.sha256sum(checkpoint),
+        "coco_mask_ap": spec.get("coco_mask_ap"),
+        "description": spec.get("description"),
+    }
+    staging = preset_dir + ".partial"
+    model.save_to_preset(staging, metadata=metadata)
+    os.replace(staging, preset_dir)
+    return preset_dir
 
 
 def _rescale_size(height, width, scale):

@@ -1,0 +1,217 @@
+"""Checkpoint reading, key mapping, preset directories and the download cache.
+
+Checkpoints are written in PyTorch's zip format by `torch_zip` (no torch
+needed) from a tiny architecture registered for the test.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import tiny_model
+from torch_zip import write_torch_checkpoint
+
+import keras_solov2
+from keras_solov2.convert import from_mmdet, load_mmdet_state_dict, load_state_dict
+from keras_solov2.convert.mmdet_keys import target_variables
+from keras_solov2.models import preset_utils, solov2_presets
+
+
+@pytest.fixture
+def tiny_arch(monkeypatch):
+    """Registers architecture 'tiny' and returns a random model of it."""
+    model = tiny_model(num_classes=4)
+    backbone = model.backbone.get_config()
+    for key in ("name", "trainable", "image_shape"):
+        backbone.pop(key)
+    monkeypatch.setitem(
+        solov2_presets.ARCHITECTURES,
+        "tiny",
+        {
+            "backbone": backbone,
+            "task": {"scale_ranges": model.scale_ranges, "test_scale": None},
+            "train_scales": (),
+        },
+    )
+    return model
+
+
+def mmdet_state_dict(model):
+    """The model's weights under mmdet names and PyTorch layouts."""
+    state = {}
+    for key, (variable, transform) in target_variables(model).items():
+        value = np.asarray(variable)
+        if transform is not None:  # (kh, kw, in, out) -> (out, in, kh, kw)
+            value = np.transpose(value, (3, 2, 0, 1))
+        state[key] = value
+    for key in list(state):
+        if key.endswith("running_var"):
+            state[key.replace("running_var", "num_batches_tracked")] = np.array(7)
+    return state
+
+
+def test_reader_never_executes_pickle_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = str(tmp_path / "evil.pth")
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    write_torch_checkpoint(
+        path,
+        {"meta": {"note": "x"}, "state_dict": state},
+        extra_calls=[(os.system, (f"touch {marker}",))],
+    )
+    loaded, meta, refused = load_state_dict(path)
+    assert not marker.exists()
+    assert refused == ["posix.system"] or refused == ["nt.system"]
+    np.testing.assert_array_equal(loaded["w"], state["w"])
+    # A refused object inside the state dict is an error naming the key.
+    write_torch_checkpoint(
+        path, {"state_dict": {"w": state["w"]}}, extra_calls=[(os.system, ("true",))]
+    )
+    bad = str(tmp_path / "bad.pth")
+    write_torch_checkpoint(bad, {"w": state["w"], "x": "text"})
+    with pytest.raises(ValueError, match="'x'"):
+        load_state_dict(bad)
+
+
+def test_reader_handles_strides_dtypes_and_scalars(tmp_path):
+    path = str(tmp_path / "c.pth")
+    transposed = np.arange(12, dtype=np.float32).reshape(3, 4).T  # non-contiguous
+    state = {
+        "t": transposed,
+        "i": np.array([1, -2], np.int64),
+        "s": np.array(5, np.int64),
+        "h": np.ones((2, 2), np.float16),
+    }
+    write_torch_checkpoint(path, {"state_dict": state})
+    loaded, _, _ = load_state_dict(path)
+    for key, value in state.items():
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape
+        np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_legacy_or_foreign_files_fail_clearly(tmp_path):
+    path = tmp_path / "old.pth"
+    path.write_bytes(b"\x80\x02not a zip")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="legacy"):
+            load_state_dict(str(path))
+
+
+def test_from_mmdet_round_trip_and_key_errors(tmp_path, tiny_arch):
+    state = mmdet_state_dict(tiny_arch)
+    path = str(tmp_path / "tiny.pth")
+    meta = {"dataset_meta": {"classes": ["a", "b", "c", "d"]}}
+    write_torch_checkpoint(path, {"meta": meta, "state_dict": state})
+    model = from_mmdet(path, architecture="tiny", progress=False)
+    assert model.num_classes == 4 and model.class_names == ["a", "b", "c", "d"]
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    expected, got = tiny_arch(x), model(x)
+    for key in expected:
+        np.testing.assert_allclose(
+            np.asarray(got[key]), np.asarray(expected[key]), atol=1e-5
+        )
+
+    fresh = tiny_model(num_classes=4)
+    missing = {k: v for k, v in state.items() if k != "neck.fpn_convs.0.conv.bias"}
+    with pytest.raises(ValueError, match=r"neck\.fpn_convs\.0\.conv\.bias"):
+        load_mmdet_state_dict(fresh, missing)
+    extra = dict(state, **{"mask_head.unknown.weight": np.zeros(3, np.float32)})
+    with pytest.raises(
+        ValueError, match=r"unexpected keys.*mask_head\.unknown\.weight"
+    ):
+        load_mmdet_state_dict(fresh, extra)
+    wrong = dict(state, **{"mask_head.conv_kernel.bias": np.zeros(3, np.float32)})
+    with pytest.raises(
+        ValueError, match=r"mask_head\.conv_kernel\.bias: checkpoint \(3,\)"
+    ):
+        load_mmdet_state_dict(fresh, wrong)
+
+
+def test_original_solo_key_names(tiny_arch):
+    state = mmdet_state_dict(tiny_arch)
+    renamed = {}
+    for key, value in state.items():
+        key = key.replace("mask_head.cls_convs.", "bbox_head.cate_convs.")
+        key = key.replace("mask_head.kernel_convs.", "bbox_head.kernel_convs.")
+        key = key.replace("mask_head.conv_cls.", "bbox_head.solo_cate.")
+        key = key.replace("mask_head.conv_kernel.", "bbox_head.solo_kernel.")
+        key = key.replace(
+            "mask_head.mask_feature_head.conv_pred.", "mask_feat_head.conv_pred.0."
+        )
+        key = key.replace("mask_head.mask_feature_head.", "mask_feat_head.")
+        renamed[key] = value
+    model = tiny_model(num_classes=4)
+    report = load_mmdet_state_dict(model, renamed)
+    assert report["assigned"] == len(target_variables(model))
+
+
+def test_preset_directory_round_trip(tmp_path):
+    model = tiny_model(num_classes=3, class_names=["x", "y", "z"], test_scale=(96, 64))
+    preset = str(tmp_path / "preset")
+    model.save_to_preset(preset)
+    assert sorted(os.listdir(preset)) == [
+        "config.json",
+        "metadata.json",
+        "model.weights.h5",
+    ]
+    loaded = keras_solov2.SOLOv2.from_preset(preset)
+    assert loaded.class_names == ["x", "y", "z"]
+    images = np.random.default_rng(1).integers(0, 255, (1, 50, 60, 3)).astype("uint8")
+    a, b = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    # Fine-tuning head: everything but the classifier is kept.
+    tuned = keras_solov2.SOLOv2.from_preset(preset, num_classes=5)
+    assert tuned.num_classes == 5 and tuned.class_names is None
+    for source, target in zip(model.backbone.weights, tuned.backbone.weights):
+        np.testing.assert_array_equal(np.asarray(source), np.asarray(target))
+    assert tuned.get_layer("conv_cls").kernel.shape[-1] == 5
+    with pytest.raises(ValueError, match="Unknown SOLOv2 preset"):
+        keras_solov2.SOLOv2.from_preset(str(tmp_path / "missing"))
+
+
+def test_download_verify_convert_and_cache(tmp_path, monkeypatch, tiny_arch):
+    source = tmp_path / "solov2_tiny-abc.pth"
+    write_torch_checkpoint(str(source), {"state_dict": mmdet_state_dict(tiny_arch)})
+    digest = preset_utils.sha256sum(str(source))
+    spec = {
+        "architecture": "tiny",
+        "url": source.as_uri(),  # file:// exercises the real download path
+        "sha256": digest,
+        "num_classes": 4,
+        "class_names": ("a", "b", "c", "d"),
+        "coco_mask_ap": None,
+        "description": "test",
+    }
+    monkeypatch.setitem(solov2_presets.PRESETS, "tiny_coco", spec)
+    monkeypatch.setenv("KERAS_SOLOV2_CACHE", str(tmp_path / "cache"))
+    model = keras_solov2.SOLOv2.from_preset("tiny_coco")
+    assert model.class_names == ["a", "b", "c", "d"]
+    cached = tmp_path / "cache" / "presets" / "tiny_coco"
+    assert (cached / "model.weights.h5").exists()
+    # The second call reads the cache, even with the source gone.
+    source.unlink()
+    again = keras_solov2.SOLOv2.from_preset("tiny_coco", num_classes=2)
+    assert again.num_classes == 2
+
+
+def test_wrong_hash_and_no_network_errors(tmp_path, monkeypatch, tiny_arch):
+    source = tmp_path / "solov2_tiny-abc.pth"
+    write_torch_checkpoint(str(source), {"state_dict": mmdet_state_dict(tiny_arch)})
+    monkeypatch.setenv("KERAS_SOLOV2_CACHE", str(tmp_path / "cache"))
+    spec = {
+        "architecture": "tiny",
+        "url": source.as_uri(),
+        "sha256_prefix": "00000000",
+        "class_names": ("a", "b", "c", "d"),
+    }
+    monkeypatch.setitem(solov2_presets.PRESETS, "tiny_coco", spec)
+    with pytest.raises(ValueError, match="does not match"):
+        keras_solov2.SOLOv2.from_preset("tiny_coco")
+    download = tmp_path / "cache" / "downloads" / "solov2_tiny-abc.pth"
+    assert not download.exists()  # a bad download is not kept
+    spec["url"] = (tmp_path / "nowhere.pth").as_uri()
+    with pytest.raises(OSError, match="download that file by hand and put it at"):
+        keras_solov2.SOLOv2.from_preset("tiny_coco")
