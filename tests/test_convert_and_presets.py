@@ -215,3 +215,20 @@ def test_wrong_hash_and_no_network_errors(tmp_path, monkeypatch, tiny_arch):
     spec["url"] = (tmp_path / "nowhere.pth").as_uri()
     with pytest.raises(OSError, match="download that file by hand and put it at"):
         keras_solov2.SOLOv2.from_preset("tiny_coco")
+
+
+def test_cli_convert(tmp_path, tiny_arch, capsys):
+    from keras_solov2.cli import main
+
+    path = str(tmp_path / "tiny.pth")
+    write_torch_checkpoint(path, {"state_dict": mmdet_state_dict(tiny_arch)})
+    output = str(tmp_path / "preset")
+    assert main(["convert", path, "--architecture", "tiny", "--output", output]) == 0
+    assert "Wrote preset" in capsys.readouterr().out
+    loaded = keras_solov2.SOLOv2.from_preset(output)
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(loaded(x)["kernels"]), np.asarray(tiny_arch(x)["kernels"]), atol=1e-5
+    )
+    with pytest.raises(SystemExit):
+        main(["convert", path, "--architecture", "r99", "--output", output])

@@ -108,20 +108,27 @@ def test_final_masks_match_mmdet(dumps, variant):
     model.test_scale = None  # native mode: mmdet ran without a resize
     image = np.ascontiguousarray(ref["resized_image_bgr"][..., ::-1])[None]
     pred = model.predict(image, verbose=0)
+    # Scores agree to 2e-3: near-tied masks binarised at 0.5 move the Matrix
+    # NMS decay by that much on the random R50.
+    match_detections(
+        pred,
+        ref["det_masks"],
+        ref["det_labels"],
+        ref["det_scores"],
+        score_tolerance=2e-3,
+    )
+
+
+def match_detections(pred, ref_masks, ref_labels, ref_scores, score_tolerance):
     n = int(pred["num_detections"][0])
     masks, labels, scores = (
         pred["masks"][0][:n],
         pred["labels"][0][:n],
         pred["scores"][0][:n],
     )
-    ref_masks, ref_labels, ref_scores = (
-        ref["det_masks"],
-        ref["det_labels"],
-        ref["det_scores"],
-    )
     assert n == len(ref_labels)
     assert sorted(labels.tolist()) == sorted(ref_labels.tolist())
-    used = set()
+    used, worst_iou, worst_score = set(), 1.0, 0.0
     for i in range(len(ref_labels)):
         best, best_j = -1.0, -1
         for j in np.flatnonzero(labels == ref_labels[i]):
@@ -131,14 +138,34 @@ def test_final_masks_match_mmdet(dumps, variant):
             iou = (masks[j] & ref_masks[i]).sum() / max(union, 1)
             if iou > best:
                 best, best_j = iou, j
-        assert best >= 0.98, (
-            f"reference detection {i} (label {ref_labels[i]}): IoU {best}"
-        )
         used.add(best_j)
-        # Scores agree to 2e-3: near-tied masks binarised at 0.5 move the
-        # Matrix NMS decay by that much on the random R50.
-        assert abs(scores[best_j] - ref_scores[i]) <= 2e-3, (
-            i,
-            scores[best_j],
-            ref_scores[i],
-        )
+        worst_iou = min(worst_iou, best)
+        worst_score = max(worst_score, abs(scores[best_j] - ref_scores[i]))
+    assert worst_iou >= 0.98, f"worst matched mask IoU {worst_iou:.4f}"
+    assert worst_score <= score_tolerance, f"worst score difference {worst_score:.2e}"
+
+
+@pytest.mark.parametrize("variant", sorted(PRESETS))
+def test_pipeline_from_the_original_uint8_image(dumps, variant):
+    # mmdet's test pipeline resizes the BGR uint8 image with OpenCV; ours
+    # resizes in the graph and rounds to uint8 levels. Starting from the
+    # original image, the final results must agree.
+    ref = np.load(os.path.join(dumps, variant, "pipeline.npz"))
+    image_bgr = np.load(os.path.join(dumps, "input.npy"))
+    model = load(variant)
+    image = np.ascontiguousarray(image_bgr[..., ::-1])[None]
+    inputs, resized, _ = model.preprocess(image)
+    assert tuple(int(v) for v in resized) == ref["resized_image_bgr"].shape[:2]
+    want = nhwc(ref["network_input"])
+    assert tuple(inputs.shape) == want.shape
+    # One uint8 level is 1/57.4 in normalised units: OpenCV's fixed-point
+    # bilinear rounding differs from float bilinear by at most one level.
+    assert np.abs(np.asarray(inputs) - want).max() <= 1.01 / 57.12
+    pred = model.predict(image, verbose=0)
+    match_detections(
+        pred,
+        ref["det_masks"],
+        ref["det_labels"],
+        ref["det_scores"],
+        score_tolerance=2e-3,
+    )

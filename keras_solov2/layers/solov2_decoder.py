@@ -111,7 +111,8 @@ class SOLOv2Decoder(keras.layers.Layer):
         scores = point_nms(
             ops.sigmoid(ops.cast(category_logits, "float32")), self.num_grids
         )
-        flat = ops.reshape(scores, (batch, -1))
+        # Static (cells * classes): the batch may be dynamic under tf.function.
+        flat = ops.reshape(scores, (-1, category_logits.shape[1] * num_classes))
         k = min(self.max_candidates, flat.shape[1])
         top_scores, top_index = ops.top_k(flat, k=k, sorted=True)
         valid = top_scores > self.score_threshold

@@ -1,0 +1,51 @@
+"""The `keras-solov2` command line."""
+
+import argparse
+import os
+import sys
+
+
+def _convert(args):
+    from keras_solov2.convert import from_mmdet
+    from keras_solov2.models import preset_utils
+
+    print(f"Reading {args.checkpoint} (architecture {args.architecture}) ...")
+    model = from_mmdet(args.checkpoint, architecture=args.architecture, progress=True)
+    metadata = {
+        "source_checkpoint": os.path.basename(args.checkpoint),
+        "source_sha256": preset_utils.sha256sum(args.checkpoint),
+        "architecture": args.architecture,
+    }
+    model.save_to_preset(args.output, metadata=metadata)
+    print(
+        f"\nWrote preset {args.output} ({model.count_params():,} parameters, "
+        f"{model.num_classes} classes). Load it with "
+        f"keras_solov2.SOLOv2.from_preset({args.output!r})."
+    )
+
+
+def main(argv=None):
+    from keras_solov2.models.solov2_presets import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(
+        prog="keras-solov2", description="SOLOv2 for Keras 3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser(
+        "convert", help="Convert an mmdetection / SOLO SOLOv2 .pth into a preset dir."
+    )
+    convert.add_argument("checkpoint", help="the .pth checkpoint")
+    convert.add_argument(
+        "--architecture",
+        required=True,
+        choices=sorted(ARCHITECTURES),
+    )
+    convert.add_argument("--output", required=True, help="preset directory to write")
+    args = parser.parse_args(argv)
+    if args.command == "convert":
+        _convert(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
