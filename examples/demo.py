@@ -40,7 +40,7 @@ class TimeBudget(keras.callbacks.Callback):
     stops when `seconds` have passed.
     """
 
-    def __init__(self, seconds, base_rate, warmup_steps=300, decay_at=0.8):
+    def __init__(self, seconds, base_rate, warmup_steps=300, decay_at=0.75):
         super().__init__()
         self.seconds = seconds
         self.base_rate = base_rate
@@ -90,8 +90,11 @@ def main(argv=None):
     parser.add_argument("--train-images", type=int, default=6000)
     parser.add_argument("--val-images", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--warmup-steps", type=int, default=300)
+    parser.add_argument(
+        "--decay-at", type=float, default=0.75, help="budget fraction for the x0.1 drop"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(args.seed)
@@ -131,7 +134,9 @@ def main(argv=None):
     )
     model.compile(optimizer=optimizer, jit_compile=True)
 
-    budget = TimeBudget(args.minutes * 60, args.learning_rate, args.warmup_steps)
+    budget = TimeBudget(
+        args.minutes * 60, args.learning_rate, args.warmup_steps, args.decay_at
+    )
     t_train = time.time()
     model.fit(
         dataset,
