@@ -108,14 +108,17 @@ def test_final_masks_match_mmdet(dumps, variant):
     model.test_scale = None  # native mode: mmdet ran without a resize
     image = np.ascontiguousarray(ref["resized_image_bgr"][..., ::-1])[None]
     pred = model.predict(image, verbose=0)
-    # Scores agree to 2e-3: near-tied masks binarised at 0.5 move the Matrix
-    # NMS decay by that much on the random R50.
+    # Measured: light R18 6.7e-5, R50 1.13e-3. On the random R50 many masks
+    # are near-duplicates, and mask pixels near the 0.5 threshold move the
+    # Matrix NMS decay by that much (Matrix NMS itself is exact on mmdet's
+    # candidates, see the last test). From the resized image (below) both
+    # variants are within 1e-3.
     match_detections(
         pred,
         ref["det_masks"],
         ref["det_labels"],
         ref["det_scores"],
-        score_tolerance=2e-3,
+        score_tolerance=1.5e-3,
     )
 
 
@@ -175,7 +178,7 @@ def test_pipeline_after_the_test_resize(dumps, variant):
         ref["det_masks"],
         ref["det_labels"],
         ref["det_scores"],
-        score_tolerance=2e-3,
+        score_tolerance=1e-3,
     )
 
 
