@@ -193,3 +193,25 @@ def test_decoder_on_hand_made_outputs():
         out["boxes"][0], [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
     )
     assert not out["masks"][2:].any()
+
+
+def test_opencv_resize_properties():
+    # Bit-exactness against OpenCV itself is asserted in the parity tests
+    # (mmdetection's resized image); here: identities and closeness to float
+    # bilinear interpolation.
+    from keras_solov2.layers.opencv_resize import resize_like_opencv
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (1, 37, 53, 3)).astype("uint8")
+    same = np.asarray(resize_like_opencv(image, (37, 53)))
+    np.testing.assert_array_equal(same, image)
+    flat = np.full((1, 20, 30, 3), 173, "uint8")
+    for size in ((45, 61), (9, 13)):
+        np.testing.assert_array_equal(np.asarray(resize_like_opencv(flat, size)), 173)
+        out = np.asarray(resize_like_opencv(image, size))
+        reference = np.stack(
+            [bilinear(image[0, ..., c].astype(np.float64), *size) for c in range(3)], -1
+        )
+        assert np.abs(out[0] - reference).max() <= 1.0
+    with pytest.raises(ValueError, match="static"):
+        resize_like_opencv(image, (None, 10))

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_solov2.layers.opencv_resize import resize_like_opencv
 from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
 from keras_solov2.layers.spatial import resize
 from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
@@ -266,22 +267,31 @@ class SOLOv2(keras.Model):
 
         Args:
             images: `(batch, H, W, 3)` RGB on the 0..255 scale. uint8 inputs
-                are rounded back to integers after resizing, like OpenCV.
+                of static size are resized bit-exactly like OpenCV's
+                `INTER_LINEAR` (mmdetection's test pipeline); other inputs
+                with float bilinear interpolation (uint8 values rounded).
 
         Returns:
             `(inputs, resized_size, original_size)`.
         """
         is_uint8 = "uint8" in str(images.dtype)
-        images = ops.cast(images, "float32")
         height, width = ops.shape(images)[1], ops.shape(images)[2]
         original_size = (height, width)
+        raw = images
+        images = ops.cast(images, "float32")
         if self.test_scale is None:
             resized_size = original_size
         else:
             resized_size = _rescale_size(height, width, self.test_scale)
-            images = resize(images, resized_size, "bilinear")
-            if is_uint8:
-                images = ops.clip(ops.round(images), 0.0, 255.0)
+            static = all(isinstance(v, int) for v in (height, width, *resized_size))
+            if is_uint8 and static:
+                # uint8 inputs are resized exactly as mmdetection's pipeline
+                # does (OpenCV's fixed-point INTER_LINEAR).
+                images = resize_like_opencv(raw, resized_size)
+            else:
+                images = resize(images, resized_size, "bilinear")
+                if is_uint8:
+                    images = ops.clip(ops.round(images), 0.0, 255.0)
         images = (images - np.asarray(PIXEL_MEAN, "float32")) / np.asarray(
             PIXEL_STD, "float32"
         )
