@@ -1,6 +1,6 @@
 """keras-solov2: SOLOv2 instance segmentation for Keras 3 (arXiv 2003.10152)."""
 
-from keras_solov2 import layers, losses, models
+from keras_solov2 import convert, data, evaluation, layers, losses, models
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.models.solov2_backbone import SOLOv2Backbone
 from keras_solov2.optimizers import WarmupStepSchedule, solov2_optimizer
@@ -11,6 +11,9 @@ __all__ = [
     "SOLOv2Backbone",
     "WarmupStepSchedule",
     "__version__",
+    "convert",
+    "data",
+    "evaluation",
     "layers",
     "losses",
     "models",

@@ -6,10 +6,6 @@ padded with zeros *after* normalisation at the bottom and right, up to a multipl
 of `size_divisor`.
 """
 
-import math
-
-import numpy as np
-
 # ImageNet statistics on the 0..255 scale, RGB order (torchvision x 255).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -32,19 +28,3 @@ def rescale_size(height, width, scale):
     long_edge, short_edge = max(scale), min(scale)
     factor = min(long_edge / max(height, width), short_edge / min(height, width))
     return int(height * factor + 0.5), int(width * factor + 0.5)
-
-
-def padded_size(height, width, size_divisor=32):
-    """Smallest `(H, W)` >= `(height, width)` that are multiples of `size_divisor`."""
-    return (
-        int(math.ceil(height / size_divisor) * size_divisor),
-        int(math.ceil(width / size_divisor) * size_divisor),
-    )
-
-
-def normalize_numpy(image):
-    """Normalise an RGB uint8/float image (..., 3) on the 0..255 scale."""
-    image = np.asarray(image, dtype=np.float32)
-    return (image - np.asarray(PIXEL_MEAN, np.float32)) / np.asarray(
-        PIXEL_STD, np.float32
-    )

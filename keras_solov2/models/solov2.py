@@ -13,7 +13,7 @@ from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
 from keras_solov2.losses.dice import dice_loss
 from keras_solov2.losses.focal import sigmoid_focal_loss
 from keras_solov2.models import solov2_presets
-from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
+from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD, rescale_size
 from keras_solov2.models.solov2_backbone import SOLOv2Backbone
 
 
@@ -538,8 +538,6 @@ def _cached_preset(name, spec):
 def _rescale_size(height, width, scale):
     """Keep-ratio resize target, with Python ints when the shape is static."""
     if isinstance(height, int) and isinstance(width, int):
-        from keras_solov2.models.image_converter import rescale_size
-
         return rescale_size(height, width, scale)
     long_edge, short_edge = float(max(scale)), float(min(scale))
     h = ops.cast(height, "float32")
