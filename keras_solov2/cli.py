@@ -24,6 +24,21 @@ def _convert(args):
     )
 
 
+def _to_tfrecord(args):
+    from keras_solov2.data import CocoDataset, write_tfrecords
+
+    dataset = CocoDataset(
+        args.annotations,
+        args.images,
+        on_invalid="skip" if args.skip_invalid else "raise",
+    )
+    paths = write_tfrecords(dataset, args.output, num_shards=args.shards)
+    print(
+        f"\nWrote {len(paths)} shards ({dataset.num_images} images) to {args.output}-*"
+    )
+    print(f"Counts: {dataset.stats}")
+
+
 def main(argv=None):
     from keras_solov2.models.solov2_presets import ARCHITECTURES
 
@@ -41,9 +56,25 @@ def main(argv=None):
         choices=sorted(ARCHITECTURES),
     )
     convert.add_argument("--output", required=True, help="preset directory to write")
+    data = commands.add_parser("data", help="Dataset tools.")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    to_tfrecord = data_commands.add_parser(
+        "to-tfrecord", help="Write a COCO-format dataset as sharded TFRecords."
+    )
+    to_tfrecord.add_argument("annotations", help="COCO instances json")
+    to_tfrecord.add_argument("images", help="image folder")
+    to_tfrecord.add_argument("--output", required=True, help="shard prefix")
+    to_tfrecord.add_argument("--shards", type=int, default=8)
+    to_tfrecord.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip and count invalid annotations instead of failing",
+    )
     args = parser.parse_args(argv)
     if args.command == "convert":
         _convert(args)
+    elif args.command == "data" and args.data_command == "to-tfrecord":
+        _to_tfrecord(args)
     return 0
 
 

@@ -64,6 +64,53 @@ def _annotation_rle(segmentation, height: int, width: int) -> dict:
     raise ValueError(f"unsupported segmentation type {type(segmentation).__name__}")
 
 
+# --- In-graph image helpers (shared with `keras_solov2.data.tfrecord`) -------
+
+
+def decode_rgb(raw: tf.Tensor) -> tf.Tensor:
+    """Decode encoded image bytes to a uint8 `(h, w, 3)` RGB tensor.
+
+    JPEGs with the accurate IDCT (what PIL / OpenCV use); anything else (PNG,
+    BMP, GIF) through `decode_image`. Grayscale/RGBA become RGB.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(raw),
+        lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
+def transform_image(image: tf.Tensor, size, flip, canvas) -> tf.Tensor:
+    """Resize, flip, normalise and pad one decoded image (see `as_tf_dataset`).
+
+    Args:
+        image: uint8 `(h, w, 3)` tensor.
+        size: int32 `(2,)` tensor, resized `(rh, rw)`.
+        flip: bool scalar tensor, horizontal flip.
+        canvas: `(H, W)` python ints, the padded output size.
+
+    Returns:
+        float32 `(H, W, 3)`.
+    """
+    canvas_h, canvas_w = canvas
+    image = tf.image.resize(
+        tf.cast(image, tf.float32), size, method="bilinear", antialias=False
+    )
+    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    image = (image - tf.constant(PIXEL_MEAN, tf.float32)) / tf.constant(
+        PIXEL_STD, tf.float32
+    )
+    image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
+    image.set_shape([canvas_h, canvas_w, 3])
+    return image
+
+
+# -----------------------------------------------------------------------------
+
+
 class CocoDataset:
     """A COCO instances file plus its image folder, as SOLOv2 training data.
 
@@ -460,8 +507,6 @@ class CocoDataset:
         m = int(max_instances)
         paths = tf.constant([r["path"] for r in self._records])
         sizes = tf.constant(sizes_table)
-        mean = tf.constant(PIXEL_MEAN, tf.float32)
-        std = tf.constant(PIXEL_STD, tf.float32)
 
         def load(index, random_seed):
             if training:
@@ -476,31 +521,14 @@ class CocoDataset:
                 flip = tf.constant(False)
                 scale_index = tf.constant(0, tf.int32)
             size = sizes[tf.cast(index, tf.int32), scale_index]
-            raw = tf.io.read_file(paths[index])
-            # JPEGs with the accurate IDCT (what PIL / OpenCV use); anything
-            # else (PNG, BMP, GIF) through decode_image. Both give RGB.
-            image = tf.cond(
-                tf.io.is_jpeg(raw),
-                lambda: tf.io.decode_jpeg(
-                    raw, channels=3, dct_method="INTEGER_ACCURATE"
-                ),
-                lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
-            )
-            image.set_shape([None, None, 3])
+            image = decode_rgb(tf.io.read_file(paths[index]))
             masks, labels, boxes = tf.numpy_function(
                 self._load_targets,
                 [index, size, flip, tf.shape(image)[:2], m],
                 [tf.uint8, tf.int32, tf.float32],
                 stateful=False,
             )
-            image = tf.image.resize(
-                tf.cast(image, tf.float32), size, method="bilinear", antialias=False
-            )
-            image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-            image = (image - mean) / std
-            image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
-            image.set_shape([canvas_h, canvas_w, 3])
+            image = transform_image(image, size, flip, (canvas_h, canvas_w))
 
             n = tf.shape(labels)[0]
             masks = tf.pad(

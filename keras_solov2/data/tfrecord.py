@@ -1,0 +1,402 @@
+"""Sharded TFRecords of a `CocoDataset`, streamed back as SOLOv2 batches.
+
+`write_tfrecords` stores one `tf.train.Example` per image (the encoded image
+bytes as on disk and the already-validated, non-crowd instances, masks as
+PNGs) in round-robin shards plus a `<prefix>.meta.json` sidecar.
+`read_tfrecords` reads them (local paths or any `tf.io.gfile` URL such as
+`gs://`) entirely in-graph and yields exactly the batches that
+`CocoDataset.as_tf_dataset` yields for the same arguments.
+
+Example features (`n` instances):
+
+- `image`: bytes, the image file's bytes. `height`, `width`: int64.
+- `file_name`: bytes. `image_id`: int64 (COCO id). `index`: int64, the
+  image's position in the `CocoDataset` (seeds the random scale/flip draw).
+- `labels`: int64 `(n,)`, contiguous labels.
+- `boxes`: bytes, float64 little-endian `(n, 4)` `[x1, y1, x2, y2]` in
+  original pixels (`x2 = x + w` of the annotation `bbox`); float64 so that
+  boxes match `CocoDataset` bit for bit.
+- `masks`: `n` bytes, each a PNG of the `(height, width, 1)` uint8 0/1 mask.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pycocotools import mask as mask_utils
+
+from keras_solov2.data.coco import (
+    CocoDataset,
+    _annotation_rle,
+    decode_rgb,
+    transform_image,
+)
+
+FORMAT_VERSION = 1
+_MAX_SHUFFLED_CYCLE = 16
+
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "height": tf.io.FixedLenFeature([], tf.int64),
+    "width": tf.io.FixedLenFeature([], tf.int64),
+    "file_name": tf.io.FixedLenFeature([], tf.string),
+    "image_id": tf.io.FixedLenFeature([], tf.int64),
+    "index": tf.io.FixedLenFeature([], tf.int64),
+    "labels": tf.io.VarLenFeature(tf.int64),
+    "boxes": tf.io.FixedLenFeature([], tf.string),
+    "masks": tf.io.VarLenFeature(tf.string),
+}
+
+
+def _bytes(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _ints(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def shard_paths(output_prefix: str, num_shards: int) -> list:
+    """`<prefix>-00000-of-0000N.tfrecord` names of the shards."""
+    return [
+        f"{output_prefix}-{k:05d}-of-{num_shards:05d}.tfrecord"
+        for k in range(num_shards)
+    ]
+
+
+def _metadata_path(output_prefix: str) -> str:
+    return f"{output_prefix}.meta.json"
+
+
+def _example(dataset: CocoDataset, index: int) -> tf.train.Example:
+    record = dataset.image_record(index)
+    instances = dataset.instances(index)
+    h, w = record["height"], record["width"]
+    with tf.io.gfile.GFile(record["path"], "rb") as f:
+        raw = f.read()
+    pngs = []
+    if instances:
+        # The same RLEs `CocoDataset` decodes (validated at construction).
+        rles = [_annotation_rle(inst["segmentation"], h, w) for inst in instances]
+        full = mask_utils.decode(rles)  # (h, w, n)
+        pngs = [
+            tf.io.encode_png(np.ascontiguousarray(full[:, :, k : k + 1])).numpy()
+            for k in range(full.shape[2])
+        ]
+    boxes = np.array(
+        [
+            [x, y, x + bw, y + bh]
+            for x, y, bw, bh in (inst["bbox"] for inst in instances)
+        ],
+        np.float64,
+    ).reshape(-1, 4)
+    features = {
+        "image": _bytes([raw]),
+        "height": _ints([h]),
+        "width": _ints([w]),
+        "file_name": _bytes([record["file_name"].encode("utf-8")]),
+        "image_id": _ints([record["id"]]),
+        "index": _ints([index]),
+        "labels": _ints([inst["label"] for inst in instances]),
+        "boxes": _bytes([boxes.astype("<f8").tobytes()]),
+        "masks": _bytes(pngs),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def write_tfrecords(
+    dataset: CocoDataset,
+    output_prefix: str,
+    num_shards: int = 8,
+    progress: bool = True,
+) -> list:
+    """Write `dataset` as sharded TFRecords plus a `<prefix>.meta.json` sidecar.
+
+    Image `i` goes to shard `i % num_shards`, so reading the shards
+    round-robin in name order (what `read_tfrecords` does when not
+    shuffling) gives back the dataset order.
+
+    Args:
+        dataset: `CocoDataset`. Its kept (non-crowd, valid) instances are
+            written, in json order.
+        output_prefix: str. Path prefix (local or `tf.io.gfile` URL); shards
+            are `<prefix>-00000-of-0000N.tfrecord`, metadata
+            `<prefix>.meta.json` (not matched by the glob `<prefix>-*`).
+        num_shards: int. Number of shard files. Defaults to `8`.
+        progress: bool. Show a `keras.utils.Progbar`. Defaults to `True`.
+
+    Returns:
+        The shard paths, in order.
+    """
+    if num_shards < 1:
+        raise ValueError(f"`num_shards` must be >= 1, got {num_shards}.")
+    output_prefix = str(output_prefix)
+    parent = os.path.dirname(output_prefix)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    paths = shard_paths(output_prefix, num_shards)
+    counts = [0] * num_shards
+    bar = keras.utils.Progbar(len(dataset), unit_name="image") if progress else None
+    writers = [tf.io.TFRecordWriter(p) for p in paths]
+    try:
+        for i in range(len(dataset)):
+            writers[i % num_shards].write(_example(dataset, i).SerializeToString())
+            counts[i % num_shards] += 1
+            if bar is not None:
+                bar.update(i + 1)
+    finally:
+        for writer in writers:
+            writer.close()
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "class_names": dataset.class_names,
+        "category_ids": dataset.category_ids,
+        "num_images": len(dataset),
+        "num_shards": num_shards,
+        "shards": [os.path.basename(p) for p in paths],
+        "examples_per_shard": counts,
+        "annotation_file": dataset.annotation_file,
+        "stats": dataset.stats,
+    }
+    with tf.io.gfile.GFile(_metadata_path(output_prefix), "w") as f:
+        json.dump(metadata, f, indent=1)
+    return paths
+
+
+def read_tfrecord_metadata(output_prefix: str) -> dict:
+    """The `<prefix>.meta.json` written by `write_tfrecords`.
+
+    Keys: `class_names` and `category_ids` (index = contiguous label),
+    `num_images`, `num_shards`, `shards`, `examples_per_shard`,
+    `annotation_file`, `stats` (the `CocoDataset.stats` at write time) and
+    `format_version`.
+    """
+    with tf.io.gfile.GFile(_metadata_path(str(output_prefix))) as f:
+        return json.load(f)
+
+
+def _resized_sizes(height, width, canvas, scales):
+    """In-graph `CocoDataset._target_sizes` of one image: int32 `(S, 2)`.
+
+    Same float64 operations as the python code (`rescale_size` for scales,
+    fit-to-canvas for `None`), so the sizes are identical.
+    """
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    canvas_h, canvas_w = canvas
+    if scales is None:
+        factor = tf.minimum(canvas_h / h, canvas_w / w)[None]
+    else:
+        longs = tf.constant([max(s) for s in scales], tf.float64)
+        shorts = tf.constant([min(s) for s in scales], tf.float64)
+        factor = tf.minimum(longs / tf.maximum(h, w), shorts / tf.minimum(h, w))
+    rh = tf.cast(tf.floor(h * factor + 0.5), tf.int32)
+    rw = tf.cast(tf.floor(w * factor + 0.5), tf.int32)
+    if scales is None:
+        rh, rw = tf.minimum(rh, canvas_h), tf.minimum(rw, canvas_w)
+    return tf.stack([rh, rw], axis=1)
+
+
+def read_tfrecords(
+    file_pattern: str | Sequence[str],
+    batch_size: int,
+    image_size: Sequence[int],
+    scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    max_instances: int = 100,
+    training: bool = True,
+    flip_probability: float = 0.5,
+    shuffle: bool | None = None,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = True,
+    shuffle_buffer: int = 256,
+) -> tf.data.Dataset:
+    """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
+
+    Same transform, arguments and batch format as
+    `CocoDataset.as_tf_dataset` (see there): `images` float32 `(B, H, W, 3)`,
+    `targets` with `masks` uint8 `(B, M, H, W)`, `labels` int32 `(B, M)`
+    (`-1` padding) and `boxes` float32 `(B, M, 4)`. Decoding (image and PNG
+    masks) and the geometry run in-graph. Without shuffling, the shards are
+    read round-robin in name order, which restores the written order, so
+    the batches equal `CocoDataset.as_tf_dataset`'s (with `training=True`
+    and `shuffle=False` too: the scale/flip draws use the same seeds).
+
+    Differences from `CocoDataset.as_tf_dataset`: shuffling uses the shard
+    order plus a `shuffle_buffer` of records (not a full permutation); an
+    image that does not fit the canvas, or whose decoded size differs from
+    the stored one, fails when it is read rather than at construction;
+    truncation beyond `max_instances` is not counted.
+
+    Args:
+        file_pattern: str or list of str. Glob(s) of the shard files, e.g.
+            `"gs://bucket/coco/train-*.tfrecord"`.
+        batch_size, image_size, scales, max_instances, training,
+        flip_probability, shuffle, seed, repeat, drop_remainder: as in
+            `CocoDataset.as_tf_dataset`.
+        shuffle_buffer: int. Records in the shuffle buffer when shuffling.
+            Defaults to `256`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, targets)`.
+    """
+    canvas = tuple(int(v) for v in image_size)
+    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+        raise ValueError(
+            f"`image_size` must be (H, W) with both multiples of 32, got "
+            f"{tuple(image_size)}."
+        )
+    if batch_size < 1 or max_instances < 1:
+        raise ValueError(
+            "`batch_size` and `max_instances` must be >= 1, got "
+            f"{batch_size} and {max_instances}."
+        )
+    if not 0.0 <= flip_probability <= 1.0:
+        raise ValueError(
+            f"`flip_probability` must be in [0, 1], got {flip_probability}."
+        )
+    if scales is not None:
+        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+            scales = [scales]
+        scales = [tuple(int(v) for v in s) for s in scales]
+        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+            raise ValueError(
+                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
+            )
+    patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
+    num_files = len({p for pattern in patterns for p in tf.io.gfile.glob(pattern)})
+    if num_files == 0:
+        raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    shuffle = training if shuffle is None else shuffle
+    num_scales = len(scales) if scales is not None else 1
+    canvas_h, canvas_w = canvas
+    m = int(max_instances)
+
+    def load(serialized, random_seed):
+        ex = tf.io.parse_single_example(serialized, _FEATURES)
+        h = tf.cast(ex["height"], tf.int32)
+        w = tf.cast(ex["width"], tf.int32)
+        if training:
+            u = tf.random.stateless_uniform(
+                [2], seed=tf.stack([random_seed, ex["index"]]), dtype=tf.float32
+            )
+            flip = u[0] < flip_probability
+            scale_index = tf.minimum(
+                tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
+            )
+        else:
+            flip = tf.constant(False)
+            scale_index = tf.constant(0, tf.int32)
+        size = _resized_sizes(h, w, canvas, scales)[scale_index]
+        image = decode_rgb(ex["image"])
+        decoded_hw = tf.shape(image)[:2]
+        checks = [
+            tf.Assert(
+                tf.reduce_all(tf.equal(decoded_hw, tf.stack([h, w]))),
+                [
+                    "Image",
+                    ex["file_name"],
+                    "decodes to",
+                    decoded_hw,
+                    "but its TFRecord says",
+                    h,
+                    w,
+                ],
+            ),
+            tf.Assert(
+                tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
+                [
+                    "Image",
+                    ex["file_name"],
+                    h,
+                    w,
+                    "resizes to",
+                    size,
+                    "which does "
+                    "not fit the canvas; use a larger `image_size` or smaller `scales`",
+                ],
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            image = tf.identity(image)
+        image = transform_image(image, size, flip, canvas)
+
+        labels = tf.cast(tf.sparse.to_dense(ex["labels"])[:m], tf.int32)
+        pngs = tf.sparse.to_dense(ex["masks"])[:m]
+        boxes = tf.reshape(tf.io.decode_raw(ex["boxes"], tf.float64), [-1, 4])[:m]
+        n = tf.shape(labels)[0]
+        rh, rw = size[0], size[1]
+
+        # Pixel-centre nearest-neighbour resize, in exact integers as
+        # `CocoDataset._load_targets` does.
+        h64, w64 = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
+        rows = (
+            (2 * tf.range(rh, dtype=tf.int64) + 1) * h64 // (2 * tf.cast(rh, tf.int64))
+        )
+        cols = (
+            (2 * tf.range(rw, dtype=tf.int64) + 1) * w64 // (2 * tf.cast(rw, tf.int64))
+        )
+
+        def decode_mask(png):
+            mask = tf.io.decode_png(png, channels=1, dtype=tf.uint8)[:, :, 0]
+            return tf.gather(tf.gather(mask, rows, axis=0), cols, axis=1)
+
+        masks = tf.cond(
+            n > 0,
+            lambda: tf.map_fn(
+                decode_mask,
+                pngs,
+                fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
+            ),
+            lambda: tf.zeros([0, rh, rw], tf.uint8),
+        )
+        sx = tf.cast(rw, tf.float64) / tf.cast(w, tf.float64)
+        sy = tf.cast(rh, tf.float64) / tf.cast(h, tf.float64)
+        rwf, rhf = tf.cast(rw, tf.float64), tf.cast(rh, tf.float64)
+        x1 = tf.clip_by_value(boxes[:, 0] * sx, 0.0, rwf)
+        y1 = tf.clip_by_value(boxes[:, 1] * sy, 0.0, rhf)
+        x2 = tf.clip_by_value(boxes[:, 2] * sx, 0.0, rwf)
+        y2 = tf.clip_by_value(boxes[:, 3] * sy, 0.0, rhf)
+        masks, x1, x2 = tf.cond(
+            flip,
+            lambda: (tf.reverse(masks, axis=[2]), rwf - x2, rwf - x1),
+            lambda: (masks, x1, x2),
+        )
+        boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
+
+        masks = tf.pad(
+            tf.reshape(masks, [n, rh, rw]),
+            [[0, m - n], [0, canvas_h - rh], [0, canvas_w - rw]],
+        )
+        masks.set_shape([m, canvas_h, canvas_w])
+        labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
+        labels.set_shape([m])
+        boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
+        boxes.set_shape([m, 4])
+        return image, {"masks": masks, "labels": labels, "boxes": boxes}
+
+    files = tf.data.Dataset.list_files(
+        file_pattern, shuffle=shuffle, seed=seed if shuffle else None
+    )
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        # All shards at once restores the round-robin written order.
+        cycle_length=min(num_files, _MAX_SHUFFLED_CYCLE) if shuffle else num_files,
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if shuffle:
+        records = records.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((records, randoms))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
