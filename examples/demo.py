@@ -64,12 +64,13 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def build_model(num_classes, class_names):
+def build_model(num_classes, class_names, category_ids=None):
     return keras_solov2.SOLOv2.from_preset(
         "light_r18",
         load_weights=False,
         num_classes=num_classes,
         class_names=class_names,
+        category_ids=category_ids,
         num_grids=DEMO_GRIDS,
         scale_ranges=DEMO_SCALE_RANGES,
         frozen_stages=-1,  # from scratch: train every stage ...
@@ -127,7 +128,7 @@ def main(argv=None):
         repeat=True,
         seed=args.seed,
     )
-    model = build_model(train.num_classes, train.class_names)
+    model = build_model(train.num_classes, train.class_names, train.category_ids)
     print(f"[demo] SOLOv2-Light R18 (half width), {model.count_params():,} parameters")
     optimizer = keras.optimizers.AdamW(
         learning_rate=args.learning_rate, weight_decay=1e-4, global_clipnorm=35.0

@@ -132,7 +132,10 @@ def test_predict_list_of_sizes():
 
 def test_config_and_keras_file_round_trip(tmp_path):
     model = tiny_model(
-        test_scale=(96, 64), score_threshold=0.0, class_names=["a", "b", "c"]
+        test_scale=(96, 64),
+        score_threshold=0.0,
+        class_names=["a", "b", "c"],
+        category_ids=[3, 7, 90],
     )
     images = np.random.default_rng(2).integers(0, 255, (1, 50, 70, 3)).astype("uint8")
     expected = model.predict(images, verbose=0)
@@ -144,6 +147,7 @@ def test_config_and_keras_file_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, keras_solov2.SOLOv2)
     assert loaded.class_names == ["a", "b", "c"]
+    assert loaded.category_ids == [3, 7, 90]
     got = loaded.predict(images, verbose=0)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])

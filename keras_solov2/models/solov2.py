@@ -57,6 +57,9 @@ class SOLOv2(keras.Model):
         backbone: `keras_solov2.models.SOLOv2Backbone`.
         num_classes: int. Defaults to `80`.
         class_names: optional list of `num_classes` names. Defaults to `None`.
+        category_ids: optional list of the dataset's category ids, one per
+            contiguous label (e.g. `CocoDataset.category_ids`), so that
+            predicted labels map back to the original ids. Defaults to `None`.
         prior_probability: float. Initial classifier probability. Defaults to
             `0.01`.
         scale_ranges: tuple of 5 `(lower, upper)` object scales per level.
@@ -94,6 +97,7 @@ class SOLOv2(keras.Model):
         backbone,
         num_classes=80,
         class_names=None,
+        category_ids=None,
         prior_probability=0.01,
         scale_ranges=solov2_presets.FULL_SCALE_RANGES,
         sigma=0.2,
@@ -149,7 +153,15 @@ class SOLOv2(keras.Model):
         super().__init__(inputs=images, outputs=outputs, **kwargs)
         self.backbone = backbone
         self.num_classes = num_classes
+        if category_ids is not None and len(category_ids) != num_classes:
+            raise ValueError(
+                f"`category_ids` has {len(category_ids)} entries but num_classes="
+                f"{num_classes}."
+            )
         self.class_names = None if class_names is None else list(class_names)
+        self.category_ids = (
+            None if category_ids is None else [int(i) for i in category_ids]
+        )
         self.prior_probability = prior_probability
         self.scale_ranges = tuple(tuple(r) for r in scale_ranges)
         self.sigma = sigma
@@ -359,6 +371,7 @@ class SOLOv2(keras.Model):
             "backbone": keras.layers.serialize(self.backbone),
             "num_classes": self.num_classes,
             "class_names": self.class_names,
+            "category_ids": self.category_ids,
             "prior_probability": self.prior_probability,
             "scale_ranges": self.scale_ranges,
             "sigma": self.sigma,
@@ -483,8 +496,10 @@ class SOLOv2(keras.Model):
         new_head = num_classes is not None and num_classes != self.num_classes
         if num_classes is not None:
             config["num_classes"] = num_classes
-        if new_head and "class_names" not in overrides:
-            config["class_names"] = None
+        if new_head:
+            for key in ("class_names", "category_ids"):
+                if key not in overrides:
+                    config[key] = None
         config["backbone"] = SOLOv2Backbone(**backbone_config)
         model = type(self).from_config(config)
         for source, target in zip(self.backbone.weights, model.backbone.weights):
