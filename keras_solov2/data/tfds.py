@@ -1,0 +1,393 @@
+"""SOLOv2 training batches from any tfds-style dataset of instance masks.
+
+`from_tfds` maps a `tf.data.Dataset` of example dicts (the layout
+`tensorflow_datasets` produces: an `image` plus a nested `objects` dict of
+per-instance features) to the same fixed-shape `(images, targets)` batches as
+`CocoDataset.as_tf_dataset` and `read_tfrecords`, entirely in-graph.
+`tensorflow_datasets` itself is not needed: any dataset of such dicts works.
+"""
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from keras_solov2.data.coco import decode_rgb, transform_image
+from keras_solov2.data.tfrecord import _resized_sizes
+
+DEFAULT_FEATURE_MAP = {
+    "image": "image",
+    "masks": "objects/mask",
+    "labels": "objects/label",
+    "boxes": None,
+    "instance_ids": None,
+}
+MASK_FORMATS = ("stack", "id_image")
+BOX_FORMATS = ("tfds", "xyxy")
+ON_EMPTY = ("warn", "raise", "ignore_but_count")
+
+
+def _lookup(example, path, role):
+    """`example["a"]["b"]` for `path="a/b"`, with a clear error if missing."""
+    value = example
+    for part in path.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            keys = list(value) if isinstance(value, dict) else type(value).__name__
+            raise KeyError(
+                f"feature_map[{role!r}] = {path!r}: no key {part!r} in the "
+                f"example (available: {keys})."
+            )
+        value = value[part]
+    return value
+
+
+def _instance_masks(raw, mask_format, instance_ids, num_labels):
+    """bool `(N, h, w)` masks from a mask stack or an instance-id image."""
+    if mask_format == "stack":
+        if raw.shape.rank == 4:
+            raw = raw[..., 0]
+        if raw.shape.rank != 3:
+            raise ValueError(
+                "mask_format='stack' needs (N, H, W) or (N, H, W, 1) masks, got "
+                f"shape {raw.shape}."
+            )
+        return tf.not_equal(raw, tf.zeros([], raw.dtype))
+    # Instance-id image: (H, W), (H, W, 1), or (H, W, 3) RGB-encoded ids
+    # (id = R + 256 G + 256^2 B, the COCO panoptic PNG convention).
+    if raw.shape.rank == 3:
+        if raw.shape[-1] == 3:
+            rgb = tf.cast(raw, tf.int64)
+            raw = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        else:
+            raw = raw[..., 0]
+    if raw.shape.rank != 2:
+        raise ValueError(
+            "mask_format='id_image' needs an (H, W), (H, W, 1) or (H, W, 3) id "
+            f"image, got shape {raw.shape}."
+        )
+    ids = tf.cast(raw, tf.int64)
+    if instance_ids is None:
+        instance_ids = tf.range(1, num_labels + 1, dtype=tf.int64)
+    else:
+        instance_ids = tf.cast(instance_ids, tf.int64)
+    return tf.equal(ids[None], instance_ids[:, None, None])
+
+
+def _tight_boxes(masks):
+    """float64 `(N, 4)` `[x1, y1, x2 + 1, y2 + 1]` pixel edges of bool masks."""
+    rows = tf.reduce_any(masks, axis=2)  # (N, h)
+    cols = tf.reduce_any(masks, axis=1)  # (N, w)
+
+    def edges(any_along):
+        length = tf.shape(any_along, out_type=tf.int64)[1]
+        idx = tf.range(length, dtype=tf.int64)[None]
+        first = tf.reduce_min(tf.where(any_along, idx, length), axis=1)
+        last = tf.reduce_max(tf.where(any_along, idx, -1), axis=1) + 1
+        return tf.cast(first, tf.float64), tf.cast(last, tf.float64)
+
+    y1, y2 = edges(rows)
+    x1, x2 = edges(cols)
+    return tf.stack([x1, y1, x2, y2], axis=1)
+
+
+def from_tfds(
+    dataset: tf.data.Dataset,
+    feature_map: dict | None = None,
+    batch_size: int = 2,
+    image_size: Sequence[int] = (512, 512),
+    scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    max_instances: int = 100,
+    training: bool = True,
+    flip_probability: float = 0.5,
+    seed: int = 0,
+    mask_format: str = "stack",
+    box_format: str = "tfds",
+    label_offset: int = 0,
+    on_empty: str = "warn",
+    return_counts: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
+
+    Per example, the same transform as `CocoDataset.as_tf_dataset`: keep-ratio
+    resize to the canvas (`scales=None`) or to a `(long, short)` scale drawn at
+    random when training, random horizontal flip, normalisation, zero padding
+    at the bottom/right; masks follow with the pixel-centre nearest-neighbour
+    resize. The batch format is identical: `images` float32 `(B, H, W, 3)`;
+    `targets` with `masks` uint8 `(B, M, H, W)`, `labels` int32 `(B, M)`
+    (`-1` padding) and `boxes` float32 `(B, M, 4)` `[x1, y1, x2, y2]` in
+    canvas pixels (zero padding). The first `M = max_instances` non-empty
+    instances of an example are kept, in dataset order.
+
+    The input is not shuffled here (shuffle `dataset` before, e.g. with
+    `tfds.load(..., shuffle_files=True)` and `dataset.shuffle(...)`). The
+    random scale/flip draw of the `i`-th example of `dataset` depends only on
+    `seed`, the iteration and `i`.
+
+    Empty instances: an instance whose mask (at the original resolution) has
+    no pixel is dropped. It is never dropped silently: with
+    `on_empty="warn"` (default) every example with empty instances prints a
+    line to stderr (`tf.print`); `"raise"` fails with an
+    `InvalidArgumentError` instead; `"ignore_but_count"` prints nothing. The
+    numbers are always available with `return_counts=True`. As in
+    `CocoDataset`, a mask that only becomes empty after a strong down-scale
+    is kept.
+
+    Args:
+        dataset: `tf.data.Dataset` of (unbatched) example dicts.
+        feature_map: dict naming where each feature is; nested dicts are
+            addressed with `/` (e.g. `"objects/mask"`). Keys (missing keys
+            take the defaults):
+
+            - `"image"`: uint8 `(h, w, 3)` image, or encoded image bytes
+              (a scalar string, decoded like `CocoDataset` does). Default
+              `"image"`.
+            - `"masks"`: with `mask_format="stack"`, the `(N, h, w)` or
+              `(N, h, w, 1)` per-instance masks (any dtype; nonzero = inside);
+              with `mask_format="id_image"`, one `(h, w)` / `(h, w, 1)`
+              instance-id image (`0` = background) or an `(h, w, 3)` RGB
+              encoded one (`id = R + 256 G + 256^2 B`, COCO panoptic PNGs).
+              Default `"objects/mask"`.
+            - `"labels"`: int `(N,)` per-instance class labels. The target
+              label is `label + label_offset`; the results must be the
+              contiguous `0..K-1` the model was built for. Default
+              `"objects/label"`.
+            - `"boxes"`: optional `(N, 4)` boxes (see `box_format`). `None`
+              (default): tight boxes `[x1, y1, x2 + 1, y2 + 1]` (pixel
+              edges) derived from the masks.
+            - `"instance_ids"`: only for `mask_format="id_image"`: int `(N,)`
+              id of each instance in the id image. `None` (default): instance
+              `k` (0-based, in label order) has id `k + 1`.
+
+        batch_size, image_size, scales, max_instances, training,
+        flip_probability, seed, repeat, drop_remainder: as in
+            `CocoDataset.as_tf_dataset`.
+        mask_format: `"stack"` or `"id_image"`; see `feature_map`.
+        box_format: `"tfds"`: normalised `[ymin, xmin, ymax, xmax]` (the
+            `tfds.features.BBoxFeature` convention); `"xyxy"`: `[x1, y1, x2,
+            y2]` in original-image pixels. Only used when
+            `feature_map["boxes"]` is set.
+        label_offset: int added to every label (e.g. `-1` for 1-based labels).
+        on_empty: `"warn"`, `"raise"` or `"ignore_but_count"`; see above.
+        return_counts: bool. If `True`, elements are `(images, targets,
+            counts)` with `counts["empty_dropped"]` and `counts["truncated"]`
+            int32 `(B,)`: per example, the instances dropped for an empty mask
+            and those beyond `max_instances`.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, targets)` (or `(images, targets,
+        counts)`).
+
+    Example:
+    >>> import tensorflow_datasets as tfds
+    >>> raw = tfds.load("my_instances", split="train", shuffle_files=True)
+    >>> ds = from_tfds(raw.shuffle(1000), batch_size=8, image_size=(512, 512),
+    ...                scales=[(512, 352), (512, 320)], label_offset=-1)
+    """
+    fmap = dict(DEFAULT_FEATURE_MAP)
+    if feature_map:
+        unknown = set(feature_map) - set(DEFAULT_FEATURE_MAP)
+        if unknown:
+            raise ValueError(
+                f"Unknown feature_map keys {sorted(unknown)}; expected some of "
+                f"{sorted(DEFAULT_FEATURE_MAP)}."
+            )
+        fmap.update(feature_map)
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"`mask_format` must be one of {MASK_FORMATS}.")
+    if box_format not in BOX_FORMATS:
+        raise ValueError(f"`box_format` must be one of {BOX_FORMATS}.")
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"`on_empty` must be one of {ON_EMPTY}.")
+    if fmap["instance_ids"] is not None and mask_format != "id_image":
+        raise ValueError("feature_map['instance_ids'] needs mask_format='id_image'.")
+    canvas = tuple(int(v) for v in image_size)
+    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+        raise ValueError(
+            f"`image_size` must be (H, W) with both multiples of 32, got "
+            f"{tuple(image_size)}."
+        )
+    if batch_size < 1 or max_instances < 1:
+        raise ValueError(
+            "`batch_size` and `max_instances` must be >= 1, got "
+            f"{batch_size} and {max_instances}."
+        )
+    if not 0.0 <= flip_probability <= 1.0:
+        raise ValueError(
+            f"`flip_probability` must be in [0, 1], got {flip_probability}."
+        )
+    if scales is not None:
+        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+            scales = [scales]
+        scales = [tuple(int(v) for v in s) for s in scales]
+        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+            raise ValueError(
+                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
+            )
+    num_scales = len(scales) if scales is not None else 1
+    canvas_h, canvas_w = canvas
+    m = int(max_instances)
+
+    def load(index, example, random_seed):
+        image = _lookup(example, fmap["image"], "image")
+        if image.dtype == tf.string:
+            image = decode_rgb(image)
+        image = tf.ensure_shape(image, [None, None, 3])
+        if image.dtype != tf.uint8:
+            image = tf.cast(image, tf.uint8)
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        labels = tf.reshape(_lookup(example, fmap["labels"], "labels"), [-1])
+        labels = tf.cast(labels, tf.int32) + label_offset
+        ids = None
+        if fmap["instance_ids"] is not None:
+            ids = tf.reshape(
+                _lookup(example, fmap["instance_ids"], "instance_ids"), [-1]
+            )
+        masks = _instance_masks(
+            _lookup(example, fmap["masks"], "masks"),
+            mask_format,
+            ids,
+            tf.shape(labels, out_type=tf.int64)[0],
+        )
+        n_all = tf.shape(labels)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(masks),
+                tf.stack([n_all, h, w]),
+                message="from_tfds: masks must be (N, h, w) with N = number of "
+                "labels and (h, w) the image size",
+            )
+        ]
+        if fmap["boxes"] is not None:
+            boxes = tf.reshape(
+                tf.cast(_lookup(example, fmap["boxes"], "boxes"), tf.float64),
+                [-1, 4],
+            )
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.shape(boxes)[0],
+                    n_all,
+                    message="from_tfds: one box per label is needed",
+                )
+            )
+            if box_format == "tfds":
+                hf, wf = tf.cast(h, tf.float64), tf.cast(w, tf.float64)
+                boxes = tf.stack(
+                    [
+                        boxes[:, 1] * wf,
+                        boxes[:, 0] * hf,
+                        boxes[:, 3] * wf,
+                        boxes[:, 2] * hf,
+                    ],
+                    axis=1,
+                )
+        with tf.control_dependencies(checks):
+            masks = tf.identity(masks)
+
+        # Drop (and count) instances with empty masks, then truncate.
+        nonempty = tf.reduce_any(masks, axis=[1, 2])
+        num_empty = n_all - tf.reduce_sum(tf.cast(nonempty, tf.int32))
+        masks = tf.boolean_mask(masks, nonempty)
+        labels = tf.boolean_mask(labels, nonempty)
+        if fmap["boxes"] is not None:
+            boxes = tf.boolean_mask(boxes, nonempty)
+        else:
+            boxes = _tight_boxes(masks)
+        n_kept = tf.shape(labels)[0]
+        num_truncated = tf.maximum(n_kept - m, 0)
+        masks, labels, boxes = masks[:m], labels[:m], boxes[:m]
+        n = tf.shape(labels)[0]
+
+        if on_empty == "raise":
+            report = tf.debugging.assert_equal(
+                num_empty,
+                0,
+                message="from_tfds: example has instances with empty masks "
+                "(use on_empty='warn' to drop and report them)",
+            )
+        elif on_empty == "warn":
+            report = tf.cond(
+                num_empty > 0,
+                lambda: tf.print(
+                    "from_tfds: dropped",
+                    num_empty,
+                    "instance(s) with an empty mask in example",
+                    index,
+                    output_stream=sys.stderr,
+                ),
+                tf.no_op,
+            )
+        else:
+            report = tf.no_op()
+
+        if training:
+            u = tf.random.stateless_uniform(
+                [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
+            )
+            flip = u[0] < flip_probability
+            scale_index = tf.minimum(
+                tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
+            )
+        else:
+            flip = tf.constant(False)
+            scale_index = tf.constant(0, tf.int32)
+        size = _resized_sizes(h, w, canvas, scales)[scale_index]
+        fits = tf.debugging.assert_equal(
+            tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
+            True,
+            message="from_tfds: an image resized with `scales` does not fit the "
+            "canvas; use a larger `image_size` or smaller `scales`",
+        )
+        with tf.control_dependencies([fits, report]):
+            image = transform_image(tf.identity(image), size, flip, canvas)
+        rh, rw = size[0], size[1]
+
+        # Pixel-centre nearest-neighbour resize in exact integers, as
+        # `CocoDataset._load_targets`.
+        h64, w64 = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
+        rh64, rw64 = tf.cast(rh, tf.int64), tf.cast(rw, tf.int64)
+        rows = (2 * tf.range(rh64) + 1) * h64 // (2 * rh64)
+        cols = (2 * tf.range(rw64) + 1) * w64 // (2 * rw64)
+        masks = tf.cast(
+            tf.gather(tf.gather(masks, rows, axis=1), cols, axis=2), tf.uint8
+        )
+
+        sx = tf.cast(rw, tf.float64) / tf.cast(w, tf.float64)
+        sy = tf.cast(rh, tf.float64) / tf.cast(h, tf.float64)
+        rwf, rhf = tf.cast(rw, tf.float64), tf.cast(rh, tf.float64)
+        x1 = tf.clip_by_value(boxes[:, 0] * sx, 0.0, rwf)
+        y1 = tf.clip_by_value(boxes[:, 1] * sy, 0.0, rhf)
+        x2 = tf.clip_by_value(boxes[:, 2] * sx, 0.0, rwf)
+        y2 = tf.clip_by_value(boxes[:, 3] * sy, 0.0, rhf)
+        masks, x1, x2 = tf.cond(
+            flip,
+            lambda: (tf.reverse(masks, axis=[2]), rwf - x2, rwf - x1),
+            lambda: (masks, x1, x2),
+        )
+        boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
+
+        masks = tf.pad(masks, [[0, m - n], [0, canvas_h - rh], [0, canvas_w - rw]])
+        masks.set_shape([m, canvas_h, canvas_w])
+        labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
+        labels.set_shape([m])
+        boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
+        boxes.set_shape([m, 4])
+        targets = {"masks": masks, "labels": labels, "boxes": boxes}
+        if return_counts:
+            counts = {"empty_dropped": num_empty, "truncated": num_truncated}
+            return image, targets, counts
+        return image, targets
+
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((dataset.enumerate(), randoms))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(
+        lambda indexed, r: load(indexed[0], indexed[1], r),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

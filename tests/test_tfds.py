@@ -1,0 +1,296 @@
+"""`from_tfds`: tfds-style example dicts to SOLOv2 batches."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_solov2.data import from_tfds
+from keras_solov2.data.coco import transform_image
+from keras_solov2.models.image_converter import rescale_size
+
+CANVAS = (64, 64)
+# (h, w, [(label, y1, x1, y2, x2) inclusive-exclusive rectangles])
+EXAMPLES = [
+    (40, 60, [(1, 2, 3, 10, 20), (3, 20, 30, 39, 59), (2, 0, 0, 0, 0)]),
+    (50, 30, [(2, 5, 5, 45, 25)]),
+    (33, 47, []),
+]
+
+
+def _example(k, h, w, rects):
+    rng = np.random.default_rng(k)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = np.zeros((len(rects), h, w, 1), np.uint8)
+    for i, (_, y1, x1, y2, x2) in enumerate(rects):
+        masks[i, y1:y2, x1:x2] = 1  # the third of example 0 stays empty
+    labels = np.array([r[0] for r in rects], np.int64)
+    boxes = np.array(
+        [[y1 / h, x1 / w, y2 / h, x2 / w] for _, y1, x1, y2, x2 in rects], np.float32
+    ).reshape(-1, 4)
+    ids = np.zeros((h, w), np.int32)
+    for i in range(len(rects)):
+        ids[masks[i, :, :, 0] > 0] = i + 1
+    return {
+        "image": image,
+        "objects": {"mask": masks, "label": labels, "bbox": boxes},
+        "panoptic": ids,
+    }
+
+
+def _raw_dataset():
+    examples = [_example(k, *e) for k, e in enumerate(EXAMPLES)]
+    signature = {
+        "image": tf.TensorSpec([None, None, 3], tf.uint8),
+        "objects": {
+            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
+            "label": tf.TensorSpec([None], tf.int64),
+            "bbox": tf.TensorSpec([None, 4], tf.float32),
+        },
+        "panoptic": tf.TensorSpec([None, None], tf.int32),
+    }
+    return tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_signature=signature
+    ), examples
+
+
+def _size(h, w):
+    factor = min(CANVAS[0] / h, CANVAS[1] / w)
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def _expected(example, m, label_offset, flip=False):
+    """Numpy reference: kept masks, labels and tight boxes on the canvas."""
+    image = example["image"]
+    h, w = image.shape[:2]
+    rh, rw = _size(h, w)
+    rows = (2 * np.arange(rh) + 1) * h // (2 * rh)
+    cols = (2 * np.arange(rw) + 1) * w // (2 * rw)
+    full = example["objects"]["mask"][..., 0]
+    keep = full.any(axis=(1, 2))
+    full, labels = full[keep], example["objects"]["label"][keep] + label_offset
+    masks = np.zeros((m, *CANVAS), np.uint8)
+    resized = full[:, rows][:, :, cols]
+    if flip:
+        resized = resized[:, :, ::-1]
+    masks[: len(full), :rh, :rw] = resized
+    lab = np.full([m], -1, np.int32)
+    lab[: len(full)] = labels
+    boxes = np.zeros((m, 4), np.float32)
+    for i, mask in enumerate(full):
+        ys, xs = np.nonzero(mask)
+        x1, x2 = xs.min() * rw / w, (xs.max() + 1) * rw / w
+        if flip:
+            x1, x2 = rw - x2, rw - x1
+        boxes[i] = [x1, ys.min() * rh / h, x2, (ys.max() + 1) * rh / h]
+    img = transform_image(tf.constant(image), tf.constant([rh, rw]), flip, CANVAS)
+    return img.numpy(), masks, lab, boxes, int((~keep).sum())
+
+
+def _check_batches(ds, examples, m, label_offset, flip=False):
+    got = list(ds)
+    assert len(got) == 2  # batch_size=2, drop_remainder=False
+    i = 0
+    for images, targets, counts in got:
+        for b in range(images.shape[0]):
+            img, masks, labels, boxes, empty = _expected(
+                examples[i], m, label_offset, flip
+            )
+            np.testing.assert_array_equal(images[b].numpy(), img)
+            np.testing.assert_array_equal(targets["masks"][b].numpy(), masks)
+            np.testing.assert_array_equal(targets["labels"][b].numpy(), labels)
+            np.testing.assert_allclose(targets["boxes"][b].numpy(), boxes, atol=1e-5)
+            assert int(counts["empty_dropped"][b]) == empty
+            i += 1
+    assert i == len(examples)
+
+
+def test_stack_masks_exact_and_empty_counted(capfd):
+    raw, examples = _raw_dataset()
+    ds = from_tfds(
+        raw,
+        batch_size=2,
+        image_size=CANVAS,
+        max_instances=4,
+        training=False,
+        label_offset=-1,
+        return_counts=True,
+        drop_remainder=False,
+    )
+    images, targets, _ = ds.element_spec
+    assert images.shape.as_list() == [None, 64, 64, 3]
+    assert targets["masks"].shape.as_list() == [None, 4, 64, 64]
+    assert targets["masks"].dtype == tf.uint8
+    assert targets["labels"].shape.as_list() == [None, 4]
+    assert targets["labels"].dtype == tf.int32
+    assert targets["boxes"].shape.as_list() == [None, 4, 4]
+    _check_batches(ds, examples, 4, -1)
+    err = capfd.readouterr().err
+    assert "dropped 1 instance(s) with an empty mask in example 0" in err
+
+
+def test_static_batch_and_flip():
+    raw, examples = _raw_dataset()
+    ds = from_tfds(
+        raw,
+        batch_size=2,
+        image_size=CANVAS,
+        max_instances=3,
+        training=True,
+        flip_probability=1.0,
+        on_empty="ignore_but_count",
+        return_counts=True,
+        drop_remainder=False,
+    )
+    _check_batches(ds, examples, 3, 0, flip=True)
+    static = from_tfds(raw, batch_size=2, image_size=CANVAS, max_instances=3)
+    images, targets = static.element_spec
+    assert images.shape.as_list() == [2, 64, 64, 3]
+    assert targets["masks"].shape.as_list() == [2, 3, 64, 64]
+    assert len(list(static)) == 1
+
+
+def test_random_scale_draws_follow_seed():
+    raw, _ = _raw_dataset()
+
+    def run(seed):
+        ds = from_tfds(
+            raw,
+            batch_size=1,
+            image_size=CANVAS,
+            scales=[(64, 32), (48, 24)],
+            max_instances=3,
+            seed=seed,
+            on_empty="ignore_but_count",
+        )
+        out = []
+        for images, t in ds:
+            image = images[0].numpy()
+            size = (
+                int(image.any(axis=(1, 2)).sum()),
+                int(image.any(axis=(0, 2)).sum()),
+            )
+            out.append((size, t["masks"].numpy()))
+        return out
+
+    a, b = run(3), run(3)
+    for (size_a, x), (size_b, y) in zip(a, b, strict=True):
+        assert size_a == size_b
+        np.testing.assert_array_equal(x, y)
+    for (size, _), (h, w, _) in zip(a, EXAMPLES, strict=True):
+        # One of the two keep-ratio scales was drawn.
+        assert size in {rescale_size(h, w, s) for s in [(64, 32), (48, 24)]}
+
+
+def test_given_tfds_boxes_and_id_image_match_stack():
+    raw, examples = _raw_dataset()
+    common = dict(
+        batch_size=2,
+        image_size=CANVAS,
+        max_instances=4,
+        training=False,
+        return_counts=True,
+        on_empty="ignore_but_count",
+        drop_remainder=False,
+    )
+    boxed = from_tfds(raw, feature_map={"boxes": "objects/bbox"}, **common)
+    # The empty instance has no pixel in the id image either.
+    ids = from_tfds(
+        raw, feature_map={"masks": "panoptic"}, mask_format="id_image", **common
+    )
+    _check_batches(boxed, examples, 4, 0)
+    _check_batches(ids, examples, 4, 0)
+
+
+def test_truncation_counted_and_raise_on_empty():
+    raw, _ = _raw_dataset()
+    ds = from_tfds(
+        raw,
+        batch_size=3,
+        image_size=CANVAS,
+        max_instances=1,
+        training=False,
+        return_counts=True,
+        on_empty="ignore_but_count",
+    )
+    ((_, targets, counts),) = list(ds)
+    np.testing.assert_array_equal(counts["truncated"], [1, 0, 0])
+    np.testing.assert_array_equal(counts["empty_dropped"], [1, 0, 0])
+    np.testing.assert_array_equal(targets["labels"][:, 0], [1, 2, -1])
+    strict = from_tfds(
+        raw, batch_size=1, image_size=CANVAS, training=False, on_empty="raise"
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty masks"):
+        list(strict)
+
+
+def test_bad_feature_map():
+    raw, _ = _raw_dataset()
+    with pytest.raises(KeyError, match="no key 'masks'"):
+        from_tfds(raw, feature_map={"masks": "objects/masks"}, image_size=CANVAS)
+    with pytest.raises(ValueError, match="Unknown feature_map"):
+        from_tfds(raw, feature_map={"mask": "x"}, image_size=CANVAS)
+
+
+def test_tfds_mock_data_smoke(tmp_path):
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow_datasets is not installed"
+    )
+    from etils import epath
+
+    class ToyInstances(tfds.core.GeneratorBasedBuilder):
+        """A builder whose features we define; mock_data never runs its code."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        pkg_dir_path = epath.Path(tmp_path)
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(32, 48, 3)),
+                        "objects": tfds.features.Sequence(
+                            {
+                                "mask": tfds.features.Tensor(
+                                    shape=(32, 48, 1), dtype=np.uint8
+                                ),
+                                "label": tfds.features.ClassLabel(num_classes=3),
+                            }
+                        ),
+                    }
+                )
+            )
+
+        def _split_generators(self, dl_manager):
+            raise NotImplementedError
+
+        def _generate_examples(self):
+            raise NotImplementedError
+
+    def align(example):
+        # mock_data draws each sequence's length independently.
+        objects = example["objects"]
+        n = tf.minimum(tf.shape(objects["mask"])[0], tf.shape(objects["label"])[0])
+        example["objects"] = {k: v[:n] for k, v in objects.items()}
+        return example
+
+    with tfds.testing.mock_data(
+        num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE
+    ):
+        raw = tfds.load(ToyInstances.name, split="train").map(align)
+        ds = from_tfds(
+            raw,
+            batch_size=2,
+            image_size=(64, 64),
+            max_instances=5,
+            return_counts=True,
+            on_empty="ignore_but_count",
+        )
+        batches = list(ds)
+    assert len(batches) == 2
+    for images, targets, counts in batches:
+        assert images.shape == (2, 64, 64, 3)
+        assert targets["masks"].shape == (2, 5, 64, 64)
+        labels = targets["labels"].numpy()
+        assert labels.min() >= -1 and labels.max() <= 2
+        assert set(np.unique(targets["masks"])) <= {0, 1}
+        assert counts["truncated"].shape == (2,)
