@@ -450,30 +450,9 @@ class CocoDataset:
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
         """
-        canvas = tuple(int(v) for v in image_size)
-        if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
-            raise ValueError(
-                f"`image_size` must be (H, W) with both multiples of 32, got "
-                f"{tuple(image_size)}."
-            )
-        if batch_size < 1 or max_instances < 1:
-            raise ValueError(
-                "`batch_size` and `max_instances` must be >= 1, got "
-                f"{batch_size} and {max_instances}."
-            )
-        if not 0.0 <= flip_probability <= 1.0:
-            raise ValueError(
-                f"`flip_probability` must be in [0, 1], got {flip_probability}."
-            )
-        if scales is not None:
-            if len(scales) == 2 and all(np.isscalar(v) for v in scales):
-                scales = [scales]
-            scales = [tuple(int(v) for v in s) for s in scales]
-            if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
-                raise ValueError(
-                    f"`scales` must be (long, short) pairs of positive ints, got "
-                    f"{scales}."
-                )
+        canvas, scales = validate_batch_args(
+            image_size, batch_size, max_instances, flip_probability, scales
+        )
         num_images = len(self._records)
         if num_images == 0:
             raise ValueError(f"'{self.annotation_file}' has no images.")
@@ -577,3 +556,41 @@ def load_coco(
     return CocoDataset(
         annotation_file, image_dir, on_invalid=on_invalid, check_files=check_files
     )
+
+
+def validate_batch_args(
+    image_size, batch_size, max_instances, flip_probability, scales
+):
+    """Checks the batching arguments shared by every reader.
+
+    Returns:
+        `(canvas, scales)`: the canvas as a tuple of ints and the scales as a
+        list of `(long, short)` int pairs, or `None`.
+
+    Raises:
+        ValueError: naming the argument and what it must be.
+    """
+    canvas = tuple(int(v) for v in image_size)
+    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+        raise ValueError(
+            f"`image_size` must be (H, W) with both multiples of 32, got "
+            f"{tuple(image_size)}."
+        )
+    if batch_size < 1 or max_instances < 1:
+        raise ValueError(
+            "`batch_size` and `max_instances` must be >= 1, got "
+            f"{batch_size} and {max_instances}."
+        )
+    if not 0.0 <= flip_probability <= 1.0:
+        raise ValueError(
+            f"`flip_probability` must be in [0, 1], got {flip_probability}."
+        )
+    if scales is not None:
+        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+            scales = [scales]
+        scales = [tuple(int(v) for v in s) for s in scales]
+        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+            raise ValueError(
+                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
+            )
+    return canvas, scales

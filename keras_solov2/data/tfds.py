@@ -10,10 +10,9 @@ per-instance features) to the same fixed-shape `(images, targets)` batches as
 import sys
 from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
 
-from keras_solov2.data.coco import decode_rgb, transform_image
+from keras_solov2.data.coco import decode_rgb, transform_image, validate_batch_args
 from keras_solov2.data.tfrecord import _resized_sizes
 
 DEFAULT_FEATURE_MAP = {
@@ -203,29 +202,9 @@ def from_tfds(
         raise ValueError(f"`on_empty` must be one of {ON_EMPTY}.")
     if fmap["instance_ids"] is not None and mask_format != "id_image":
         raise ValueError("feature_map['instance_ids'] needs mask_format='id_image'.")
-    canvas = tuple(int(v) for v in image_size)
-    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
-        raise ValueError(
-            f"`image_size` must be (H, W) with both multiples of 32, got "
-            f"{tuple(image_size)}."
-        )
-    if batch_size < 1 or max_instances < 1:
-        raise ValueError(
-            "`batch_size` and `max_instances` must be >= 1, got "
-            f"{batch_size} and {max_instances}."
-        )
-    if not 0.0 <= flip_probability <= 1.0:
-        raise ValueError(
-            f"`flip_probability` must be in [0, 1], got {flip_probability}."
-        )
-    if scales is not None:
-        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
-            scales = [scales]
-        scales = [tuple(int(v) for v in s) for s in scales]
-        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
-            raise ValueError(
-                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
-            )
+    canvas, scales = validate_batch_args(
+        image_size, batch_size, max_instances, flip_probability, scales
+    )
     num_scales = len(scales) if scales is not None else 1
     canvas_h, canvas_w = canvas
     m = int(max_instances)

@@ -33,6 +33,7 @@ from keras_solov2.data.coco import (
     _annotation_rle,
     decode_rgb,
     transform_image,
+    validate_batch_args,
 )
 
 FORMAT_VERSION = 1
@@ -243,29 +244,9 @@ def read_tfrecords(
     Returns:
         A `tf.data.Dataset` of `(images, targets)`.
     """
-    canvas = tuple(int(v) for v in image_size)
-    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
-        raise ValueError(
-            f"`image_size` must be (H, W) with both multiples of 32, got "
-            f"{tuple(image_size)}."
-        )
-    if batch_size < 1 or max_instances < 1:
-        raise ValueError(
-            "`batch_size` and `max_instances` must be >= 1, got "
-            f"{batch_size} and {max_instances}."
-        )
-    if not 0.0 <= flip_probability <= 1.0:
-        raise ValueError(
-            f"`flip_probability` must be in [0, 1], got {flip_probability}."
-        )
-    if scales is not None:
-        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
-            scales = [scales]
-        scales = [tuple(int(v) for v in s) for s in scales]
-        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
-            raise ValueError(
-                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
-            )
+    canvas, scales = validate_batch_args(
+        image_size, batch_size, max_instances, flip_probability, scales
+    )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     num_files = len({p for pattern in patterns for p in tf.io.gfile.glob(pattern)})
     if num_files == 0:
