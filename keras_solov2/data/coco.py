@@ -594,3 +594,43 @@ def validate_batch_args(
                 f"`scales` must be (long, short) pairs of positive ints, got {scales}."
             )
     return canvas, scales
+
+
+def finish_instances(masks, labels, boxes, original_hw, resized_hw, flip, canvas, m):
+    """Scales, clips and flips boxes, flips masks and pads all to `m` slots.
+
+    In-graph, shared by the TFRecord and TFDS readers. `masks` are already
+    resized to `resized_hw` (`(n, rh, rw)` uint8), `boxes` are `(n, 4)`
+    float64 `[x1, y1, x2, y2]` in original pixels, `n <= m`.
+
+    Returns:
+        `{"masks": (m, H, W) uint8, "labels": (m,) int32 (-1 padding),
+        "boxes": (m, 4) float32}` on the `canvas`.
+    """
+    h, w = original_hw
+    rh, rw = resized_hw
+    n = tf.shape(labels)[0]
+    sx = tf.cast(rw, tf.float64) / tf.cast(w, tf.float64)
+    sy = tf.cast(rh, tf.float64) / tf.cast(h, tf.float64)
+    rwf, rhf = tf.cast(rw, tf.float64), tf.cast(rh, tf.float64)
+    x1 = tf.clip_by_value(boxes[:, 0] * sx, 0.0, rwf)
+    y1 = tf.clip_by_value(boxes[:, 1] * sy, 0.0, rhf)
+    x2 = tf.clip_by_value(boxes[:, 2] * sx, 0.0, rwf)
+    y2 = tf.clip_by_value(boxes[:, 3] * sy, 0.0, rhf)
+    masks, x1, x2 = tf.cond(
+        flip,
+        lambda: (tf.reverse(masks, axis=[2]), rwf - x2, rwf - x1),
+        lambda: (masks, x1, x2),
+    )
+    boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
+    canvas_h, canvas_w = canvas
+    masks = tf.pad(
+        tf.reshape(masks, [n, rh, rw]),
+        [[0, m - n], [0, canvas_h - rh], [0, canvas_w - rw]],
+    )
+    masks.set_shape([m, canvas_h, canvas_w])
+    labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
+    labels.set_shape([m])
+    boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
+    boxes.set_shape([m, 4])
+    return {"masks": masks, "labels": labels, "boxes": boxes}

@@ -32,6 +32,7 @@ from keras_solov2.data.coco import (
     CocoDataset,
     _annotation_rle,
     decode_rgb,
+    finish_instances,
     transform_image,
     validate_batch_args,
 )
@@ -334,30 +335,10 @@ def read_tfrecords(
             ),
             lambda: tf.zeros([0, rh, rw], tf.uint8),
         )
-        sx = tf.cast(rw, tf.float64) / tf.cast(w, tf.float64)
-        sy = tf.cast(rh, tf.float64) / tf.cast(h, tf.float64)
-        rwf, rhf = tf.cast(rw, tf.float64), tf.cast(rh, tf.float64)
-        x1 = tf.clip_by_value(boxes[:, 0] * sx, 0.0, rwf)
-        y1 = tf.clip_by_value(boxes[:, 1] * sy, 0.0, rhf)
-        x2 = tf.clip_by_value(boxes[:, 2] * sx, 0.0, rwf)
-        y2 = tf.clip_by_value(boxes[:, 3] * sy, 0.0, rhf)
-        masks, x1, x2 = tf.cond(
-            flip,
-            lambda: (tf.reverse(masks, axis=[2]), rwf - x2, rwf - x1),
-            lambda: (masks, x1, x2),
+        targets = finish_instances(
+            masks, labels, boxes, (h, w), (rh, rw), flip, canvas, m
         )
-        boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
-
-        masks = tf.pad(
-            tf.reshape(masks, [n, rh, rw]),
-            [[0, m - n], [0, canvas_h - rh], [0, canvas_w - rw]],
-        )
-        masks.set_shape([m, canvas_h, canvas_w])
-        labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
-        labels.set_shape([m])
-        boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
-        boxes.set_shape([m, 4])
-        return image, {"masks": masks, "labels": labels, "boxes": boxes}
+        return image, targets
 
     files = tf.data.Dataset.list_files(
         file_pattern, shuffle=shuffle, seed=seed if shuffle else None
