@@ -523,3 +523,33 @@ def test_fixture_is_self_contained():
         isinstance(a["segmentation"], list) and len(a["segmentation"]) > 1 for a in anns
     )
     assert max(a["category_id"] for a in anns) == 90
+
+
+def test_every_annotation_reaches_the_batches_or_the_report(tmp_path):
+    # Instances in the batches == non-crowd annotations - the skip report, and
+    # everything not reported decodes to a non-empty mask with pycocotools.
+    data = _json()
+    anns = [a for a in data["annotations"] if not a.get("iscrowd", 0)]
+    anns[0]["category_id"] = 999  # unknown category
+    anns[1]["segmentation"] = [[1.0, 1.0, 2.0, 2.0]]  # degenerate polygon
+    broken = {anns[0]["id"], anns[1]["id"]}
+    path = _write(tmp_path, data)
+    with pytest.warns(UserWarning):
+        dataset = load_coco(path, str(IMAGE_DIR), on_invalid="skip")
+    reported = {entry[0] for entry in dataset.skipped_annotations}
+    assert reported == broken
+    batches = dataset.as_tf_dataset(
+        batch_size=1,
+        image_size=(672, 672),
+        max_instances=100,
+        training=False,
+        drop_remainder=False,
+    )
+    in_batches = sum(int(np.sum(t["labels"].numpy() >= 0)) for _, t in batches)
+    assert dataset.stats["truncated_instances"] == 0
+    assert in_batches == len(anns) - len(reported)
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = COCO(path)
+    for ann in anns:
+        if ann["id"] not in reported:
+            assert reference.annToMask(ann).any(), ann["id"]
