@@ -553,3 +553,16 @@ def test_every_annotation_reaches_the_batches_or_the_report(tmp_path):
     for ann in anns:
         if ann["id"] not in reported:
             assert reference.annToMask(ann).any(), ann["id"]
+
+
+def test_bbox_disagreeing_with_its_mask(tmp_path):
+    data = _json()
+    ann = next(a for a in data["annotations"] if not a.get("iscrowd", 0))
+    x, y, w, h = ann["bbox"]
+    ann["bbox"] = [x, y, x + w + 20, y + h + 20]  # xyxy written as xywh
+    path = _write(tmp_path, data)
+    with pytest.raises(ValueError, match=rf"{ann['id']}.*disagrees with its mask"):
+        CocoDataset(path, str(IMAGE_DIR))
+    with pytest.warns(UserWarning, match="bbox_mask_mismatch"):
+        skipped = load_coco(path, str(IMAGE_DIR), on_invalid="skip")
+    assert skipped.stats["skipped"]["bbox_mask_mismatch"] == 1
