@@ -566,3 +566,17 @@ def test_bbox_disagreeing_with_its_mask(tmp_path):
     with pytest.warns(UserWarning, match="bbox_mask_mismatch"):
         skipped = load_coco(path, str(IMAGE_DIR), on_invalid="skip")
     assert skipped.stats["skipped"]["bbox_mask_mismatch"] == 1
+
+
+def test_cmyk_jpeg_decodes_like_pillow():
+    from keras_solov2.data.coco import decode_rgb
+
+    rgb = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buffer, format="JPEG", quality=95)
+    decoded = decode_rgb(tf.constant(buffer.getvalue())).numpy()
+    with Image.open(io.BytesIO(buffer.getvalue())) as pil:
+        assert pil.mode == "CMYK"
+        expected = np.asarray(pil.convert("RGB"))
+    assert decoded.shape == (20, 30, 3)
+    np.testing.assert_array_equal(decoded, expected)
