@@ -513,17 +513,9 @@ class CocoDataset:
         sizes = tf.constant(sizes_table)
 
         def load(index, random_seed):
-            if training:
-                u = tf.random.stateless_uniform(
-                    [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
-                )
-                flip = u[0] < flip_probability
-                scale_index = tf.minimum(
-                    tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
-                )
-            else:
-                flip = tf.constant(False)
-                scale_index = tf.constant(0, tf.int32)
+            flip, scale_index = draw_augmentation(
+                training, random_seed, index, flip_probability, num_scales
+            )
             size = sizes[tf.cast(index, tf.int32), scale_index]
             image = decode_rgb(tf.io.read_file(paths[index]))
             masks, labels, boxes = tf.numpy_function(
@@ -551,13 +543,7 @@ class CocoDataset:
             indices = indices.shuffle(
                 num_images, seed=seed, reshuffle_each_iteration=True
             )
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((indices, randoms))
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return batch_examples(indices, load, batch_size, seed, repeat, drop_remainder)
 
 
 def load_coco(
@@ -659,3 +645,37 @@ def finish_instances(masks, labels, boxes, original_hw, resized_hw, flip, canvas
     boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
     boxes.set_shape([m, 4])
     return {"masks": masks, "labels": labels, "boxes": boxes}
+
+
+def draw_augmentation(training, random_seed, index, flip_probability, num_scales):
+    """The per-image flip and scale choice, a pure function of seed and index.
+
+    Shared by every reader so that the same seed gives the same batches
+    whichever reader produced them.
+
+    Returns:
+        `(flip, scale_index)` tensors.
+    """
+    if not training:
+        return tf.constant(False), tf.constant(0, tf.int32)
+    u = tf.random.stateless_uniform(
+        [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
+    )
+    flip = u[0] < flip_probability
+    scale_index = tf.minimum(tf.cast(u[1] * num_scales, tf.int32), num_scales - 1)
+    return flip, scale_index
+
+
+def batch_examples(elements, load, batch_size, seed, repeat, drop_remainder):
+    """Pairs `elements` with per-epoch random seeds, maps `load`, batches.
+
+    `load(element, random_seed)` builds one example; the seeds change every
+    iteration but are fixed by `seed`.
+    """
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((elements, randoms))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_solov2.data.coco import (
     decode_rgb,
+    draw_augmentation,
     finish_instances,
     transform_image,
     validate_batch_args,
@@ -305,17 +306,9 @@ def from_tfds(
         else:
             report = tf.no_op()
 
-        if training:
-            u = tf.random.stateless_uniform(
-                [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
-            )
-            flip = u[0] < flip_probability
-            scale_index = tf.minimum(
-                tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
-            )
-        else:
-            flip = tf.constant(False)
-            scale_index = tf.constant(0, tf.int32)
+        flip, scale_index = draw_augmentation(
+            training, random_seed, index, flip_probability, num_scales
+        )
         size = _resized_sizes(h, w, canvas, scales)[scale_index]
         fits = tf.debugging.assert_equal(
             tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),

@@ -31,7 +31,9 @@ from pycocotools import mask as mask_utils
 from keras_solov2.data.coco import (
     CocoDataset,
     _annotation_rle,
+    batch_examples,
     decode_rgb,
+    draw_augmentation,
     finish_instances,
     transform_image,
     validate_batch_args,
@@ -261,17 +263,9 @@ def read_tfrecords(
         ex = tf.io.parse_single_example(serialized, _FEATURES)
         h = tf.cast(ex["height"], tf.int32)
         w = tf.cast(ex["width"], tf.int32)
-        if training:
-            u = tf.random.stateless_uniform(
-                [2], seed=tf.stack([random_seed, ex["index"]]), dtype=tf.float32
-            )
-            flip = u[0] < flip_probability
-            scale_index = tf.minimum(
-                tf.cast(u[1] * num_scales, tf.int32), num_scales - 1
-            )
-        else:
-            flip = tf.constant(False)
-            scale_index = tf.constant(0, tf.int32)
+        flip, scale_index = draw_augmentation(
+            training, random_seed, ex["index"], flip_probability, num_scales
+        )
         size = _resized_sizes(h, w, canvas, scales)[scale_index]
         image = decode_rgb(ex["image"])
         decoded_hw = tf.shape(image)[:2]
@@ -355,10 +349,4 @@ def read_tfrecords(
         records = records.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
-    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((records, randoms))
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return batch_examples(records, load, batch_size, seed, repeat, drop_remainder)
