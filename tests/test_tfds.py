@@ -294,3 +294,241 @@ def test_tfds_mock_data_smoke(tmp_path):
         assert labels.min() >= -1 and labels.max() <= 2
         assert set(np.unique(targets["masks"])) <= {0, 1}
         assert counts["truncated"].shape == (2,)
+
+
+def _dataset(examples, signature):
+    return tf.data.Dataset.from_generator(
+        lambda: iter(examples), output_signature=signature
+    )
+
+
+def _rect_masks(h, w, rects):
+    masks = np.zeros((len(rects), h, w, 1), np.uint8)
+    for i, (y1, x1, y2, x2) in enumerate(rects):
+        masks[i, y1:y2, x1:x2] = 1
+    return masks
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_xyxy_boxes_scaled_clipped_flipped(flip):
+    # Given boxes need not match the masks; some stick out of the image.
+    specs = [
+        (40, 60, [[3.0, 2.0, 20.0, 10.0], [-5.0, 12.5, 70.0, 45.0]]),
+        (50, 30, [[5.5, 5.0, 25.0, 44.0]]),
+    ]
+    examples = []
+    for k, (h, w, xyxy) in enumerate(specs):
+        xyxy = np.array(xyxy, np.float64)
+        tfds_boxes = xyxy[:, [1, 0, 3, 2]] / np.array([h, w, h, w], np.float64)
+        examples.append(
+            {
+                "image": np.random.default_rng(k).integers(0, 256, (h, w, 3), np.uint8),
+                "objects": {
+                    "mask": _rect_masks(h, w, [(1, 1, 4, 4)] * len(xyxy)),
+                    "label": np.arange(len(xyxy), dtype=np.int64),
+                    "xyxy": xyxy,
+                    "bbox": tfds_boxes,
+                },
+            }
+        )
+    signature = {
+        "image": tf.TensorSpec([None, None, 3], tf.uint8),
+        "objects": {
+            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
+            "label": tf.TensorSpec([None], tf.int64),
+            "xyxy": tf.TensorSpec([None, 4], tf.float64),
+            "bbox": tf.TensorSpec([None, 4], tf.float64),
+        },
+    }
+    common = dict(
+        batch_size=2,
+        image_size=CANVAS,
+        max_instances=3,
+        training=flip,
+        flip_probability=1.0,
+    )
+    ((_, xyxy_targets),) = list(
+        from_tfds(
+            _dataset(examples, signature),
+            feature_map={"boxes": "objects/xyxy"},
+            box_format="xyxy",
+            **common,
+        )
+    )
+    ((_, tfds_targets),) = list(
+        from_tfds(
+            _dataset(examples, signature),
+            feature_map={"boxes": "objects/bbox"},
+            box_format="tfds",
+            **common,
+        )
+    )
+    for b, (h, w, xyxy) in enumerate(specs):
+        rh, rw = _size(h, w)
+        want = np.zeros((3, 4), np.float64)
+        for i, (x1, y1, x2, y2) in enumerate(xyxy):
+            x1, x2 = np.clip([x1 * rw / w, x2 * rw / w], 0, rw)
+            y1, y2 = np.clip([y1 * rh / h, y2 * rh / h], 0, rh)
+            if flip:
+                x1, x2 = rw - x2, rw - x1
+            want[i] = [x1, y1, x2, y2]
+        np.testing.assert_allclose(xyxy_targets["boxes"][b], want, atol=1e-5)
+        np.testing.assert_allclose(tfds_targets["boxes"][b], want, atol=1e-5)
+    np.testing.assert_allclose(xyxy_targets["boxes"], tfds_targets["boxes"], atol=1e-5)
+    # Sanity: the clipped box of example 0 spans the whole resized width.
+    assert _size(40, 60) == (43, 64)
+    np.testing.assert_allclose(
+        xyxy_targets["boxes"].numpy()[0, 1, [0, 2]], [0, 64], atol=1e-5
+    )
+
+
+def test_rgb_id_image_matches_stack():
+    h, w = 36, 44
+    ids = np.zeros((h, w), np.int64)
+    ids[2:10, 3:15] = 5
+    ids[12:30, 1:8] = 300  # R=44, G=1
+    ids[20:34, 20:40] = 70000  # R=112, G=17, B=1
+    # Distractors that only differ from listed ids in the G or B channel.
+    ids[0:2, 30:44] = 44
+    ids[30:36, 0:10] = 5 + 65536
+    ids[4:8, 30:40] = 112 + 17 * 256
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1)
+    assert rgb.max() < 256
+    instance_ids = np.array([70000, 5, 300], np.int64)
+    example = {
+        "image": np.random.default_rng(7).integers(0, 256, (h, w, 3), np.uint8),
+        "objects": {
+            "mask": (ids[None, :, :, None] == instance_ids[:, None, None, None]).astype(
+                np.uint8
+            ),
+            "label": np.array([2, 0, 1], np.int64),
+            "id": instance_ids,
+        },
+        "panoptic": rgb.astype(np.uint8),
+    }
+    signature = {
+        "image": tf.TensorSpec([None, None, 3], tf.uint8),
+        "objects": {
+            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
+            "label": tf.TensorSpec([None], tf.int64),
+            "id": tf.TensorSpec([None], tf.int64),
+        },
+        "panoptic": tf.TensorSpec([None, None, 3], tf.uint8),
+    }
+    common = dict(batch_size=1, image_size=CANVAS, max_instances=4, training=False)
+    ((_, stack),) = list(from_tfds(_dataset([example], signature), **common))
+    ((_, rgb_targets),) = list(
+        from_tfds(
+            _dataset([example], signature),
+            feature_map={"masks": "panoptic", "instance_ids": "objects/id"},
+            mask_format="id_image",
+            **common,
+        )
+    )
+    _, masks, labels, boxes, empty = _expected(example, 4, 0)
+    assert empty == 0
+    np.testing.assert_array_equal(stack["masks"][0], masks)
+    np.testing.assert_array_equal(stack["labels"][0], labels)
+    for key in ("masks", "labels", "boxes"):
+        np.testing.assert_array_equal(rgb_targets[key], stack[key])
+    np.testing.assert_array_equal(rgb_targets["labels"][0], [2, 0, 1, -1])
+
+
+N_SHUFFLE = 8
+
+
+def _numbered_dataset():
+    """Examples `k = 0..7`: label `k`, image value `k`, a mask at the left."""
+    examples = []
+    for k in range(N_SHUFFLE):
+        examples.append(
+            {
+                "image": np.full((32, 32, 3), k, np.uint8),
+                "objects": {
+                    "mask": _rect_masks(32, 32, [(k, 0, k + 4, 8)]),
+                    "label": np.array([k], np.int64),
+                },
+            }
+        )
+    signature = {
+        "image": tf.TensorSpec([None, None, 3], tf.uint8),
+        "objects": {
+            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
+            "label": tf.TensorSpec([None], tf.int64),
+        },
+    }
+    return _dataset(examples, signature)
+
+
+def _epochs(ds, epochs=2):
+    """Per epoch: the example numbers in order and the flags of flipped ones."""
+    out = []
+    for _ in range(epochs):
+        order, flips = [], []
+        for _, targets in ds:
+            order.extend(targets["labels"][:, 0].numpy().tolist())
+            # The mask sits at columns 0..15 of the 64-px canvas unless flipped.
+            flips.extend((targets["boxes"][:, 0, 0].numpy() > 0).tolist())
+        out.append((order, flips))
+    return out
+
+
+def test_shuffle_buffer_deterministic_per_seed():
+    def make(seed, shuffle_buffer=N_SHUFFLE):
+        return from_tfds(
+            _numbered_dataset(),
+            batch_size=2,
+            image_size=CANVAS,
+            max_instances=2,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+        )
+
+    a, b = make(5), make(5)
+    for _ in range(2):  # two epochs, compared batch by batch
+        for (img_a, t_a), (img_b, t_b) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(img_a, img_b)
+            for key in ("masks", "labels", "boxes"):
+                np.testing.assert_array_equal(t_a[key], t_b[key])
+    (order1, flips1), (order2, flips2) = _epochs(make(5))
+    for order in (order1, order2):
+        # A full permutation: every example exactly once per epoch.
+        assert sorted(order) == list(range(N_SHUFFLE))
+    assert order1 != list(range(N_SHUFFLE))
+    assert order1 != order2  # reshuffled every epoch
+    (other, _), _ = _epochs(make(6))
+    assert sorted(other) == list(range(N_SHUFFLE)) and other != order1
+    # Buffer larger than the dataset: still each example once per epoch.
+    for order, _ in _epochs(make(5, shuffle_buffer=100)):
+        assert sorted(order) == list(range(N_SHUFFLE))
+    # The flip draw follows the position after shuffling, so the flip pattern
+    # is that of the unshuffled run with the same seed.
+    plain = _epochs(make(5, shuffle_buffer=None))
+    assert [o for o, _ in plain] == [list(range(N_SHUFFLE))] * 2
+    assert [flips1, flips2] == [f for _, f in plain]
+    assert 0 < sum(flips1) < N_SHUFFLE
+
+
+def test_shuffle_buffer_with_repeat_reshuffles():
+    ds = from_tfds(
+        _numbered_dataset(),
+        batch_size=4,
+        image_size=CANVAS,
+        max_instances=1,
+        training=False,
+        seed=2,
+        shuffle_buffer=N_SHUFFLE,
+        repeat=True,
+    )
+    order = [k for _, t in ds.take(6) for k in t["labels"][:, 0].numpy().tolist()]
+    epochs = [order[i : i + N_SHUFFLE] for i in range(0, len(order), N_SHUFFLE)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(N_SHUFFLE))
+    assert len({tuple(e) for e in epochs}) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
+def test_bad_shuffle_buffer(bad):
+    raw, _ = _raw_dataset()
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad)

@@ -7,6 +7,7 @@ per-instance features) to the same fixed-shape `(images, targets)` batches as
 `tensorflow_datasets` itself is not needed: any dataset of such dicts works.
 """
 
+import numbers
 import sys
 from collections.abc import Sequence
 
@@ -106,6 +107,7 @@ def from_tfds(
     training: bool = True,
     flip_probability: float = 0.5,
     seed: int = 0,
+    shuffle_buffer: int | None = None,
     mask_format: str = "stack",
     box_format: str = "tfds",
     label_offset: int = 0,
@@ -126,15 +128,22 @@ def from_tfds(
     canvas pixels (zero padding). The first `M = max_instances` non-empty
     instances of an example are kept, in dataset order.
 
-    The input is not shuffled here (shuffle `dataset` before, e.g. with
-    `tfds.load(..., shuffle_files=True)` and `dataset.shuffle(...)`). The
-    random scale/flip draw of the `i`-th example of `dataset` depends only on
-    `seed`, the iteration and `i`.
+    Shuffling: with `shuffle_buffer=None` (default) the examples are taken in
+    `dataset` order. With `shuffle_buffer=n`, they first go through
+    `dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)`: a new
+    order every epoch (iteration), the same sequence of orders for the same
+    `seed`. A buffer at least as large as the dataset gives a full
+    permutation; a smaller one only mixes nearby examples (also shuffle the
+    files, e.g. `tfds.load(..., shuffle_files=True)`, which has its own
+    seed in `read_config`). The random scale/flip draw of the `i`-th example
+    (counted after shuffling) depends only on `seed`, the iteration and `i`,
+    so the batches are deterministic given `seed` and the input order.
 
     Empty instances: an instance whose mask (at the original resolution) has
     no pixel is dropped. It is never dropped silently: with
     `on_empty="warn"` (default) every example with empty instances prints a
-    line to stderr (`tf.print`); `"raise"` fails with an
+    line to stderr (`tf.print`, naming the example by its position after
+    shuffling); `"raise"` fails with an
     `InvalidArgumentError` instead; `"ignore_but_count"` prints nothing. The
     numbers are always available with `return_counts=True`. As in
     `CocoDataset`, a mask that only becomes empty after a strong down-scale
@@ -169,6 +178,10 @@ def from_tfds(
         batch_size, image_size, scales, max_instances, training,
         flip_probability, seed, repeat, drop_remainder: as in
             `CocoDataset.as_tf_dataset`.
+        shuffle_buffer: int >= 1 or `None`. Size of the shuffle buffer the
+            examples go through before anything else (seeded with `seed`,
+            reshuffled every epoch); `None` (default): no shuffling. See
+            above.
         mask_format: `"stack"` or `"id_image"`; see `feature_map`.
         box_format: `"tfds"`: normalised `[ymin, xmin, ymax, xmax]` (the
             `tfds.features.BBoxFeature` convention); `"xyxy"`: `[x1, y1, x2,
@@ -185,11 +198,18 @@ def from_tfds(
         A `tf.data.Dataset` of `(images, targets)` (or `(images, targets,
         counts)`).
 
+    Raises:
+        ValueError: for an unknown `feature_map` key, `mask_format`,
+            `box_format` or `on_empty`, a bad `shuffle_buffer`, or batching
+            arguments as in `CocoDataset.as_tf_dataset`.
+        KeyError: if a `feature_map` path is not in the examples.
+
     Example:
     >>> import tensorflow_datasets as tfds
     >>> raw = tfds.load("my_instances", split="train", shuffle_files=True)
-    >>> ds = from_tfds(raw.shuffle(1000), batch_size=8, image_size=(512, 512),
-    ...                scales=[(512, 352), (512, 320)], label_offset=-1)
+    >>> ds = from_tfds(raw, batch_size=8, image_size=(512, 512),
+    ...                scales=[(512, 352), (512, 320)], shuffle_buffer=1000,
+    ...                seed=1, label_offset=-1)
     """
     fmap = dict(DEFAULT_FEATURE_MAP)
     if feature_map:
@@ -206,6 +226,14 @@ def from_tfds(
         raise ValueError(f"`box_format` must be one of {BOX_FORMATS}.")
     if on_empty not in ON_EMPTY:
         raise ValueError(f"`on_empty` must be one of {ON_EMPTY}.")
+    if shuffle_buffer is not None and (
+        isinstance(shuffle_buffer, bool)
+        or not isinstance(shuffle_buffer, numbers.Integral)
+        or shuffle_buffer < 1
+    ):
+        raise ValueError(
+            f"`shuffle_buffer` must be an int >= 1 or None, got {shuffle_buffer!r}."
+        )
     if fmap["instance_ids"] is not None and mask_format != "id_image":
         raise ValueError("feature_map['instance_ids'] needs mask_format='id_image'.")
     canvas, scales = validate_batch_args(
@@ -338,6 +366,11 @@ def from_tfds(
             return image, targets, counts
         return image, targets
 
+    if shuffle_buffer is not None:
+        # Before `enumerate`, so that the draws follow the shuffled position.
+        dataset = dataset.shuffle(
+            int(shuffle_buffer), seed=seed, reshuffle_each_iteration=True
+        )
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((dataset.enumerate(), randoms))
     if repeat:
