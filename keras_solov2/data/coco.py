@@ -14,11 +14,20 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
 import tensorflow as tf
 from pycocotools import mask as mask_utils
 
+from keras_solov2.data.images import (
+    ImageError,
+    apply_orientation,
+    decode_rgb,
+    inspect_image,
+    orientation_note,
+)
 from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD, rescale_size
 
 SKIP_REASONS = (
@@ -28,7 +37,9 @@ SKIP_REASONS = (
     "empty_mask",
     "invalid_bbox",
     "bbox_mask_mismatch",
+    "image_skipped",
 )
+IMAGE_SKIP_REASONS = ("missing_file", "unreadable_image", "size_mismatch")
 # A bbox whose IoU with its mask's tight box is below this is reported. Real
 # COCO annotations go down to 0.70 on small objects (coco_mini); a box in the
 # wrong format or for the wrong object falls far below.
@@ -81,21 +92,6 @@ def _annotation_rle(segmentation, height: int, width: int) -> dict:
 # --- In-graph image helpers (shared with `keras_solov2.data.tfrecord`) -------
 
 
-def decode_rgb(raw: tf.Tensor) -> tf.Tensor:
-    """Decode encoded image bytes to a uint8 `(h, w, 3)` RGB tensor.
-
-    JPEGs with the accurate IDCT (what PIL / OpenCV use); anything else (PNG,
-    BMP, GIF) through `decode_image`. Grayscale/RGBA become RGB.
-    """
-    image = tf.cond(
-        tf.io.is_jpeg(raw),
-        lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
-    )
-    image.set_shape([None, None, 3])
-    return image
-
-
 def transform_image(image: tf.Tensor, size, flip, canvas) -> tf.Tensor:
     """Resize, flip, normalise and pad one decoded image (see `as_tf_dataset`).
 
@@ -134,17 +130,41 @@ class CocoDataset:
     excluded from the targets and counted in `stats["crowd"]`.
 
     Invalid annotations (unknown image or category id, malformed
-    segmentation, empty mask, missing or non-positive bbox) raise a
-    `ValueError` naming the annotation id, image file and json file when
-    `on_invalid="raise"`, or are skipped and counted in `stats["skipped"]`
-    (with their ids in `skipped_annotations`) when `on_invalid="skip"`.
+    segmentation, empty mask, missing or non-positive bbox, bbox far from
+    its mask) raise a `ValueError` naming the annotation id, image file and
+    json file when `on_invalid="raise"`, or are skipped and counted in
+    `stats["skipped"]` (with their ids in `skipped_annotations`) when
+    `on_invalid="skip"`.
+
+    Image files: a missing file, a file that is not an image or is truncated
+    (`keras_solov2.data.images.inspect_image`), or one whose size disagrees
+    with the json raises an error naming the file. With `check_images` these
+    are found at construction (one pass over the files with a progress
+    bar); with `on_invalid="skip"` such images are then left out, counted in
+    `stats["skipped_images"]` (listed in `skipped_images`), and their
+    non-crowd annotations are counted as skipped with reason
+    `"image_skipped"`. Without `check_images`, each image is checked when it
+    is read and a bad one stops the iteration with an error naming it.
+
+    EXIF orientation: JPEGs are turned as their EXIF orientation tag says
+    (as OpenCV, PIL's `exif_transpose`, browsers and annotation tools show
+    them), so the json's `height`/`width` and the annotations refer to the
+    displayed image. Pass `apply_exif_orientation=False` for datasets
+    annotated on the stored pixels. A size mismatch that the tag would
+    explain says so in its error.
 
     Args:
         annotation_file: str. Path of the COCO instances json.
         image_dir: str. Folder the images' `file_name`s are relative to.
         on_invalid: str. `"raise"` or `"skip"`. Defaults to `"raise"`.
-        check_files: bool. Raise `FileNotFoundError` at construction if an
-            image file is missing. Defaults to `True`.
+        check_files: bool. Check at construction that every image file
+            exists (cheap). Defaults to `True`.
+        check_images: bool or `None`. Read every image file at construction
+            and check it (format, truncation, size after EXIF orientation;
+            nothing is decoded). `None` means `on_invalid == "skip"`.
+        apply_exif_orientation: bool. Defaults to `True`.
+        progress: bool. Progress bar while checking images. Defaults to
+            `True`.
 
     Example:
     >>> data = CocoDataset("annotations/instances_val2017.json", "val2017")
@@ -159,6 +179,9 @@ class CocoDataset:
         image_dir: str,
         on_invalid: str = "raise",
         check_files: bool = True,
+        check_images: bool | None = None,
+        apply_exif_orientation: bool = True,
+        progress: bool = True,
     ):
         if on_invalid not in ("raise", "skip"):
             raise ValueError(
@@ -167,6 +190,9 @@ class CocoDataset:
         self.annotation_file = str(annotation_file)
         self.image_dir = str(image_dir)
         self.on_invalid = on_invalid
+        self.apply_exif_orientation = bool(apply_exif_orientation)
+        if check_images is None:
+            check_images = on_invalid == "skip"
         with open(self.annotation_file) as f:
             data = json.load(f)
 
@@ -178,7 +204,7 @@ class CocoDataset:
         self._class_names = [str(c.get("name", c["id"])) for c in categories]
         self._label_of = {cid: label for label, cid in enumerate(ids)}
 
-        self._records = []
+        records = []
         index_of = {}
         for image in data.get("images", []):
             image_id = int(image["id"])
@@ -186,29 +212,45 @@ class CocoDataset:
                 raise ValueError(
                     f"Duplicate image id {image_id} in '{self.annotation_file}'."
                 )
-            path = os.path.join(self.image_dir, image["file_name"])
-            if check_files and not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"Image file '{image['file_name']}' (image id {image_id}) "
-                    f"listed in '{self.annotation_file}' was not found at "
-                    f"'{path}'."
-                )
-            index_of[image_id] = len(self._records)
-            self._records.append(
+            index_of[image_id] = len(records)
+            records.append(
                 {
                     "id": image_id,
                     "file_name": image["file_name"],
-                    "path": path,
+                    "path": os.path.join(self.image_dir, image["file_name"]),
                     "height": int(image["height"]),
                     "width": int(image["width"]),
+                    "orientation": 0,  # 0: not inspected yet
                     "instances": [],
                 }
             )
+        self.skipped_images = []
+        skipped_images = {reason: 0 for reason in IMAGE_SKIP_REASONS}
+        for record, problem in zip(
+            records,
+            self._check_image_files(records, check_files, check_images, progress),
+        ):
+            if problem is None:
+                continue
+            reason, detail = problem
+            if on_invalid == "raise":
+                error = FileNotFoundError if reason == "missing_file" else ImageError
+                raise error(
+                    f"{detail} Fix or remove the image, or pass on_invalid='skip' "
+                    "to leave such images out and count them."
+                )
+            record["skipped"] = True
+            skipped_images[reason] += 1
+            self.skipped_images.append(
+                (record["id"], record["file_name"], reason, detail)
+            )
+        self._records = records
 
         annotations = data.get("annotations", [])
         self.skipped_annotations = []
         stats = {
-            "images": len(self._records),
+            "images": 0,
+            "skipped_images": skipped_images,
             "annotations": len(annotations),
             "instances": 0,
             "crowd": 0,
@@ -252,6 +294,9 @@ class CocoDataset:
             if ann.get("iscrowd", 0):
                 stats["crowd"] += 1
                 continue
+            if record.get("skipped"):
+                invalid("image_skipped", f"its image was skipped ({file_name})")
+                continue
             height, width = record["height"], record["width"]
             try:
                 rle = _annotation_rle(ann.get("segmentation"), height, width)
@@ -291,18 +336,106 @@ class CocoDataset:
                 }
             )
             stats["instances"] += 1
+        self._records = [r for r in self._records if not r.get("skipped")]
+        stats["images"] = len(self._records)
         stats["images_without_instances"] = sum(
             1 for r in self._records if not r["instances"]
         )
         self.stats = stats
+        if self.skipped_images:
+            warnings.warn(
+                f"{len(self.skipped_images)} image(s) of '{self.annotation_file}' "
+                f"were skipped: { {k: v for k, v in skipped_images.items() if v} }. "
+                "They are listed in `CocoDataset.skipped_images`.",
+                stacklevel=2,
+            )
         skipped = sum(stats["skipped"].values())
         if skipped:
             warnings.warn(
-                f"{skipped} invalid annotation(s) in '{self.annotation_file}' were "
+                f"{skipped} annotation(s) in '{self.annotation_file}' were "
                 f"skipped: { {k: v for k, v in stats['skipped'].items() if v} }. "
                 "Their ids are in `CocoDataset.skipped_annotations`.",
                 stacklevel=2,
             )
+
+    def _image_problem(self, record, raw):
+        """`None`, or `(reason, message)` for a bad image; sets orientation."""
+        where = (
+            f"Image '{record['path']}' (image id {record['id']}) of "
+            f"'{self.annotation_file}'"
+        )
+        try:
+            info = inspect_image(raw, self.apply_exif_orientation)
+        except ValueError as e:
+            return "unreadable_image", f"{where} cannot be decoded: {e}."
+        h, w = record["height"], record["width"]
+        if (info["height"], info["width"]) != (h, w):
+            return "size_mismatch", (
+                f"{where} is {info['height']}x{info['width']} (height x width"
+                f"{', after EXIF orientation' if info['orientation'] != 1 else ''})"
+                f" but the json says {h}x{w}.{orientation_note(info, h, w)}"
+            )
+        record["orientation"] = info["orientation"]
+        return None
+
+    def _check_image_files(self, records, check_files, check_images, progress):
+        """One `None` or `(reason, message)` per record."""
+        if not (check_files or check_images):
+            return [None] * len(records)
+
+        def check(record):
+            path = record["path"]
+            if not tf.io.gfile.exists(path):
+                return "missing_file", (
+                    f"Image file '{record['file_name']}' (image id {record['id']}) "
+                    f"listed in '{self.annotation_file}' was not found at '{path}'."
+                )
+            if not check_images:
+                return None
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return self._image_problem(record, f.read())
+
+        if not check_images:
+            return [check(r) for r in records]
+        bar = keras.utils.Progbar(len(records), unit_name="image") if progress else None
+        problems = []
+        with ThreadPoolExecutor(8) as pool:
+            for k, problem in enumerate(pool.map(check, records)):
+                problems.append(problem)
+                if bar is not None and (k + 1 == len(records) or k % 64 == 0):
+                    bar.update(k + 1)
+        return problems
+
+    def image_orientation(self, index: int, raw: bytes | None = None) -> int:
+        """Checks image `index` and returns its EXIF orientation (1..8).
+
+        Args:
+            index: int. Position of the image in the dataset.
+            raw: bytes or `None`. The file's bytes, if already read.
+
+        Raises:
+            ImageError: naming the file, if it is unreadable, truncated or
+                not the size the json says.
+        """
+        if raw is None:
+            with tf.io.gfile.GFile(self._records[index]["path"], "rb") as f:
+                raw = f.read()
+        return int(self._inspect(raw, index))
+
+    def _inspect(self, raw, index):
+        """In-graph check of one image's bytes (numpy side): its orientation."""
+        record = self._records[int(index)]
+        if record["orientation"]:
+            return np.int32(record["orientation"])
+        problem = self._image_problem(record, raw)
+        if problem is not None:
+            reason, message = problem
+            raise ImageError(
+                f"{message} Fix or remove the image, or construct the dataset "
+                "with on_invalid='skip' (which checks every image first) to "
+                "leave such images out and count them."
+            )
+        return np.int32(record["orientation"])
 
     @property
     def class_names(self) -> list:
@@ -422,10 +555,13 @@ class CocoDataset:
         seed: int = 0,
         repeat: bool = False,
         drop_remainder: bool = True,
+        cache: bool | str = False,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
-        Per image: decode (grayscale/RGBA converted to RGB), keep-ratio resize
+        Per image: check the file (see the class docstring), decode
+        (grayscale/RGBA/CMYK converted to RGB), apply the EXIF orientation,
+        keep-ratio resize
         (bilinear, no antialiasing, rounded to the 0..255 grid as mmcv does on
         uint8 images), random horizontal flip, normalise with
         `PIXEL_MEAN`/`PIXEL_STD`, then zero-pad at the bottom/right to the
@@ -471,6 +607,10 @@ class CocoDataset:
             repeat: bool. Repeat forever. Defaults to `False`.
             drop_remainder: bool. Drop the last incomplete batch so the batch
                 dimension is static. Defaults to `True`.
+            cache: bool or str. Keep the encoded image files after the first
+                pass: `True` in memory (about the size of the image folder),
+                a path on local disk otherwise. Augmentation still changes
+                every epoch. Defaults to `False`.
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
@@ -512,12 +652,19 @@ class CocoDataset:
         paths = tf.constant([r["path"] for r in self._records])
         sizes = tf.constant(sizes_table)
 
-        def load(index, random_seed):
+        def load(element, random_seed):
+            index, raw = element
             flip, scale_index = draw_augmentation(
                 training, random_seed, index, flip_probability, num_scales
             )
             size = sizes[tf.cast(index, tf.int32), scale_index]
-            image = decode_rgb(tf.io.read_file(paths[index]))
+            orientation = tf.numpy_function(
+                self._inspect, [raw, index], tf.int32, stateful=False
+            )
+            with tf.control_dependencies([orientation]):
+                # Decode only checked bytes: TF's decode errors name no file.
+                raw = tf.identity(raw)
+            image = apply_orientation(decode_rgb(raw), orientation)
             masks, labels, boxes = tf.numpy_function(
                 self._load_targets,
                 [index, size, flip, tf.shape(image)[:2], m],
@@ -538,12 +685,15 @@ class CocoDataset:
             boxes.set_shape([m, 4])
             return image, {"masks": masks, "labels": labels, "boxes": boxes}
 
-        indices = tf.data.Dataset.range(num_images)
+        files = tf.data.Dataset.range(num_images).map(
+            lambda i: (i, tf.io.read_file(paths[i])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        if cache:
+            files = files.cache("" if cache is True else str(cache))
         if shuffle:
-            indices = indices.shuffle(
-                num_images, seed=seed, reshuffle_each_iteration=True
-            )
-        return batch_examples(indices, load, batch_size, seed, repeat, drop_remainder)
+            files = files.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
+        return batch_examples(files, load, batch_size, seed, repeat, drop_remainder)
 
 
 def load_coco(

@@ -9,7 +9,9 @@ PNGs) in round-robin shards plus a `<prefix>.meta.json` sidecar.
 
 Example features (`n` instances):
 
-- `image`: bytes, the image file's bytes. `height`, `width`: int64.
+- `image`: bytes, the image file's bytes. `height`, `width`: int64, the
+  displayed size. `orientation`: int64, the EXIF orientation to apply after
+  decoding (1 = none; absent in format-1 files, read as 1).
 - `file_name`: bytes. `image_id`: int64 (COCO id). `index`: int64, the
   image's position in the `CocoDataset` (seeds the random scale/flip draw).
 - `labels`: int64 `(n,)`, contiguous labels.
@@ -21,6 +23,8 @@ Example features (`n` instances):
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Sequence
 
 import keras
@@ -31,6 +35,7 @@ from pycocotools import mask as mask_utils
 from keras_solov2.data.coco import (
     CocoDataset,
     _annotation_rle,
+    apply_orientation,
     batch_examples,
     decode_rgb,
     draw_augmentation,
@@ -39,13 +44,14 @@ from keras_solov2.data.coco import (
     validate_batch_args,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAX_SHUFFLED_CYCLE = 16
 
 _FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "height": tf.io.FixedLenFeature([], tf.int64),
     "width": tf.io.FixedLenFeature([], tf.int64),
+    "orientation": tf.io.FixedLenFeature([], tf.int64, default_value=1),
     "file_name": tf.io.FixedLenFeature([], tf.string),
     "image_id": tf.io.FixedLenFeature([], tf.int64),
     "index": tf.io.FixedLenFeature([], tf.int64),
@@ -81,6 +87,8 @@ def _example(dataset: CocoDataset, index: int) -> tf.train.Example:
     h, w = record["height"], record["width"]
     with tf.io.gfile.GFile(record["path"], "rb") as f:
         raw = f.read()
+    # Checks the bytes (raises naming the file) and reads the orientation.
+    orientation = dataset.image_orientation(index, raw)
     pngs = []
     if instances:
         # The same RLEs `CocoDataset` decodes (validated at construction).
@@ -101,6 +109,7 @@ def _example(dataset: CocoDataset, index: int) -> tf.train.Example:
         "image": _bytes([raw]),
         "height": _ints([h]),
         "width": _ints([w]),
+        "orientation": _ints([orientation]),
         "file_name": _bytes([record["file_name"].encode("utf-8")]),
         "image_id": _ints([record["id"]]),
         "index": _ints([index]),
@@ -164,10 +173,45 @@ def write_tfrecords(
         "examples_per_shard": counts,
         "annotation_file": dataset.annotation_file,
         "stats": dataset.stats,
+        "instances_per_image": _histogram(
+            len(dataset.instances(i)) for i in range(len(dataset))
+        ),
     }
     with tf.io.gfile.GFile(_metadata_path(output_prefix), "w") as f:
         json.dump(metadata, f, indent=1)
     return paths
+
+
+def _histogram(counts) -> dict:
+    """`{str(count): number of images}`, json-friendly."""
+    values, numbers = np.unique(np.fromiter(counts, np.int64), return_counts=True)
+    return {str(int(v)): int(k) for v, k in zip(values, numbers)}
+
+
+def _warn_truncation(files, max_instances):
+    """Warn, from the shards' `.meta.json`, about instances beyond the cap."""
+    prefixes = set()
+    for name in files:
+        match = re.fullmatch(r"(.*)-\d{5}-of-\d{5}\.tfrecord", name)
+        if match:
+            prefixes.add(match.group(1))
+    for prefix in sorted(prefixes):
+        try:
+            histogram = read_tfrecord_metadata(prefix).get("instances_per_image")
+        except (OSError, ValueError, tf.errors.OpError):
+            continue
+        if not histogram:
+            continue
+        over = {int(k): v for k, v in histogram.items() if int(k) > max_instances}
+        if over:
+            images = sum(over.values())
+            instances = sum((k - max_instances) * v for k, v in over.items())
+            warnings.warn(
+                f"max_instances={max_instances}: {instances} instance(s) in "
+                f"{images} image(s) of '{prefix}' are dropped from the targets "
+                "(the first max_instances per image are kept).",
+                stacklevel=3,
+            )
 
 
 def read_tfrecord_metadata(output_prefix: str) -> dict:
@@ -175,7 +219,8 @@ def read_tfrecord_metadata(output_prefix: str) -> dict:
 
     Keys: `class_names` and `category_ids` (index = contiguous label),
     `num_images`, `num_shards`, `shards`, `examples_per_shard`,
-    `annotation_file`, `stats` (the `CocoDataset.stats` at write time) and
+    `annotation_file`, `stats` (the `CocoDataset.stats` at write time),
+    `instances_per_image` (`{"count": images}`, format 2) and
     `format_version`.
     """
     with tf.io.gfile.GFile(_metadata_path(str(output_prefix))) as f:
@@ -217,6 +262,8 @@ def read_tfrecords(
     repeat: bool = False,
     drop_remainder: bool = True,
     shuffle_buffer: int = 256,
+    cache: bool | str = False,
+    return_counts: bool = False,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -232,8 +279,10 @@ def read_tfrecords(
     Differences from `CocoDataset.as_tf_dataset`: shuffling uses the shard
     order plus a `shuffle_buffer` of records (not a full permutation); an
     image that does not fit the canvas, or whose decoded size differs from
-    the stored one, fails when it is read rather than at construction;
-    truncation beyond `max_instances` is not counted.
+    the stored one, fails when it is read rather than at construction.
+    Truncation beyond `max_instances` is warned about from the shards'
+    `.meta.json` (when it is next to them) and counted per example with
+    `return_counts=True`.
 
     Args:
         file_pattern: str or list of str. Glob(s) of the shard files, e.g.
@@ -243,17 +292,26 @@ def read_tfrecords(
             `CocoDataset.as_tf_dataset`.
         shuffle_buffer: int. Records in the shuffle buffer when shuffling.
             Defaults to `256`.
+        cache: bool or str. Keep the serialized records after the first
+            pass: `True` in memory, a local path otherwise. Augmentation
+            still changes every epoch. Defaults to `False`.
+        return_counts: bool. If `True`, elements are `(images, targets,
+            counts)` with `counts["truncated"]` int32 `(B,)`: per example,
+            the instances beyond `max_instances`.
 
     Returns:
-        A `tf.data.Dataset` of `(images, targets)`.
+        A `tf.data.Dataset` of `(images, targets)` (or `(images, targets,
+        counts)`).
     """
     canvas, scales = validate_batch_args(
         image_size, batch_size, max_instances, flip_probability, scales
     )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
-    num_files = len({p for pattern in patterns for p in tf.io.gfile.glob(pattern)})
+    matched = {p for pattern in patterns for p in tf.io.gfile.glob(pattern)}
+    num_files = len(matched)
     if num_files == 0:
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    _warn_truncation(matched, int(max_instances))
     shuffle = training if shuffle is None else shuffle
     num_scales = len(scales) if scales is not None else 1
     canvas_h, canvas_w = canvas
@@ -267,7 +325,7 @@ def read_tfrecords(
             training, random_seed, ex["index"], flip_probability, num_scales
         )
         size = _resized_sizes(h, w, canvas, scales)[scale_index]
-        image = decode_rgb(ex["image"])
+        image = apply_orientation(decode_rgb(ex["image"]), ex["orientation"])
         decoded_hw = tf.shape(image)[:2]
         checks = [
             tf.Assert(
@@ -300,6 +358,9 @@ def read_tfrecords(
             image = tf.identity(image)
         image = transform_image(image, size, flip, canvas)
 
+        num_truncated = tf.maximum(
+            tf.cast(ex["labels"].dense_shape[0], tf.int32) - m, 0
+        )
         labels = tf.cast(tf.sparse.to_dense(ex["labels"])[:m], tf.int32)
         pngs = tf.sparse.to_dense(ex["masks"])[:m]
         boxes = tf.reshape(tf.io.decode_raw(ex["boxes"], tf.float64), [-1, 4])[:m]
@@ -332,6 +393,8 @@ def read_tfrecords(
         targets = finish_instances(
             masks, labels, boxes, (h, w), (rh, rw), flip, canvas, m
         )
+        if return_counts:
+            return image, targets, {"truncated": num_truncated}
         return image, targets
 
     files = tf.data.Dataset.list_files(
@@ -345,6 +408,8 @@ def read_tfrecords(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if cache:
+        records = records.cache("" if cache is True else str(cache))
     if shuffle:
         records = records.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
