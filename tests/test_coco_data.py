@@ -569,7 +569,7 @@ def test_bbox_disagreeing_with_its_mask(tmp_path):
 
 
 def test_cmyk_jpeg_decodes_like_pillow():
-    from keras_solov2.data.coco import decode_rgb
+    from keras_solov2.data.images import decode_rgb
 
     rgb = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
     buffer = io.BytesIO()

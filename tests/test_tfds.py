@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_solov2.data import from_tfds
-from keras_solov2.data.coco import transform_image
+from keras_solov2.data.transforms import transform_image
 from keras_solov2.models.image_converter import rescale_size
 
 CANVAS = (64, 64)

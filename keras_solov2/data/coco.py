@@ -28,7 +28,8 @@ from keras_solov2.data.images import (
     inspect_image,
     orientation_note,
 )
-from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD, rescale_size
+from keras_solov2.data.transforms import Augmentation, batch_examples
+from keras_solov2.models.image_converter import rescale_size
 
 SKIP_REASONS = (
     "unknown_image_id",
@@ -87,35 +88,6 @@ def _annotation_rle(segmentation, height: int, width: int) -> dict:
             counts = counts.encode("ascii")
         return {"size": size, "counts": counts}
     raise ValueError(f"unsupported segmentation type {type(segmentation).__name__}")
-
-
-# --- In-graph image helpers (shared with `keras_solov2.data.tfrecord`) -------
-
-
-def transform_image(image: tf.Tensor, size, flip, canvas) -> tf.Tensor:
-    """Resize, flip, normalise and pad one decoded image (see `as_tf_dataset`).
-
-    Args:
-        image: uint8 `(h, w, 3)` tensor.
-        size: int32 `(2,)` tensor, resized `(rh, rw)`.
-        flip: bool scalar tensor, horizontal flip.
-        canvas: `(H, W)` python ints, the padded output size.
-
-    Returns:
-        float32 `(H, W, 3)`.
-    """
-    canvas_h, canvas_w = canvas
-    image = tf.image.resize(
-        tf.cast(image, tf.float32), size, method="bilinear", antialias=False
-    )
-    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
-    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    image = (image - tf.constant(PIXEL_MEAN, tf.float32)) / tf.constant(
-        PIXEL_STD, tf.float32
-    )
-    image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
-    image.set_shape([canvas_h, canvas_w, 3])
-    return image
 
 
 # -----------------------------------------------------------------------------
@@ -503,8 +475,14 @@ class CocoDataset:
                 sizes[i, j] = new
         return sizes
 
-    def _load_targets(self, index, size, flip, decoded_hw, max_instances):
-        """Numpy side of the pipeline: masks, labels and boxes of one image."""
+    def _load_targets(self, index, size, offset, window, decoded_hw, max_instances):
+        """Numpy side of the pipeline: one image's masks, labels and boxes.
+
+        Masks come resized to `size` and cropped to the window (`(n, wh, ww)`
+        uint8, pixel-centre nearest neighbour as
+        `transforms.nearest_indices`), boxes as float64 `[x1, y1, x2, y2]` in
+        original pixels; `transforms.finish_instances` does the rest.
+        """
         record = self._records[int(index)]
         h, w = record["height"], record["width"]
         if (int(decoded_hw[0]), int(decoded_hw[1])) != (h, w):
@@ -513,35 +491,23 @@ class CocoDataset:
                 f"{int(decoded_hw[0])}x{int(decoded_hw[1])} but "
                 f"'{self.annotation_file}' says {h}x{w}."
             )
-        rh, rw = int(size[0]), int(size[1])
         instances = record["instances"][: int(max_instances)]
         n = len(instances)
-        masks = np.zeros((n, rh, rw), np.uint8)
+        wh, ww = int(window[0]), int(window[1])
         labels = np.array([inst["label"] for inst in instances], np.int32)
-        boxes = np.zeros((n, 4), np.float32)
         if n == 0:
-            return masks, labels, boxes
-        # Nearest-neighbour resize, pixel-centre aligned like the bilinear
-        # image resize: output pixel i samples input pixel
-        # floor((i + 0.5) * h / rh), computed exactly in integers.
-        rows = (2 * np.arange(rh, dtype=np.int64) + 1) * h // (2 * rh)
-        cols = (2 * np.arange(rw, dtype=np.int64) + 1) * w // (2 * rw)
+            return np.zeros((0, wh, ww), np.uint8), labels, np.zeros((0, 4))
+        rh, rw = int(size[0]), int(size[1])
+        rows = (2 * (int(offset[0]) + np.arange(wh, dtype=np.int64)) + 1) * h
+        cols = (2 * (int(offset[1]) + np.arange(ww, dtype=np.int64)) + 1) * w
+        rows, cols = rows // (2 * rh), cols // (2 * rw)
         rles = [_annotation_rle(inst["segmentation"], h, w) for inst in instances]
         full = mask_utils.decode(rles)  # (h, w, n)
         masks = np.ascontiguousarray(
             full[rows[:, None], cols[None, :], :].transpose(2, 0, 1)
         )
-        bbox = np.array([inst["bbox"] for inst in instances], np.float64)
-        sx, sy = rw / w, rh / h
-        x1 = np.clip(bbox[:, 0] * sx, 0, rw)
-        y1 = np.clip(bbox[:, 1] * sy, 0, rh)
-        x2 = np.clip((bbox[:, 0] + bbox[:, 2]) * sx, 0, rw)
-        y2 = np.clip((bbox[:, 1] + bbox[:, 3]) * sy, 0, rh)
-        if flip:
-            masks = np.ascontiguousarray(masks[:, :, ::-1])
-            x1, x2 = rw - x2, rw - x1
-        boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
-        return masks, labels, boxes
+        x, y, bw, bh = np.array([inst["bbox"] for inst in instances], np.float64).T
+        return masks, labels, np.stack([x, y, x + bw, y + bh], axis=1)
 
     def as_tf_dataset(
         self,
@@ -556,6 +522,7 @@ class CocoDataset:
         repeat: bool = False,
         drop_remainder: bool = True,
         cache: bool | str = False,
+        large_scale_jitter: Sequence[float] | None = None,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
@@ -611,12 +578,25 @@ class CocoDataset:
                 pass: `True` in memory (about the size of the image folder),
                 a path on local disk otherwise. Augmentation still changes
                 every epoch. Defaults to `False`.
+            large_scale_jitter: `(low, high)` or `None`. Instead of `scales`:
+                when training, resize each image to fit the canvas times a
+                factor drawn uniformly from `[low, high]` (e.g. `(0.1, 2.0)`
+                as in Simple Copy-Paste), then take a random canvas-sized
+                window when it is larger. Instances cropped away keep their
+                slot with an empty mask. Without training: fit the canvas.
+                Defaults to `None`.
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
         """
-        canvas, scales = validate_batch_args(
-            image_size, batch_size, max_instances, flip_probability, scales
+        augment = Augmentation.from_args(
+            image_size,
+            batch_size,
+            max_instances,
+            flip_probability,
+            scales,
+            large_scale_jitter,
+            training,
         )
         num_images = len(self._records)
         if num_images == 0:
@@ -627,8 +607,8 @@ class CocoDataset:
                 "drop_remainder=True would give no batch."
             )
         shuffle = training if shuffle is None else shuffle
-        sizes_table = self._target_sizes(canvas, scales)
-        num_scales = sizes_table.shape[1]
+        if augment.jitter is None:  # raises naming a misfit image
+            self._target_sizes(augment.canvas, augment.scales)
 
         counts = np.array([len(r["instances"]) for r in self._records])
         truncated_images = int(np.sum(counts > max_instances))
@@ -647,17 +627,16 @@ class CocoDataset:
                 stacklevel=2,
             )
 
-        canvas_h, canvas_w = canvas
         m = int(max_instances)
         paths = tf.constant([r["path"] for r in self._records])
-        sizes = tf.constant(sizes_table)
+        original_hw = tf.constant(
+            [[r["height"], r["width"]] for r in self._records], tf.int32
+        )
 
         def load(element, random_seed):
             index, raw = element
-            flip, scale_index = draw_augmentation(
-                training, random_seed, index, flip_probability, num_scales
-            )
-            size = sizes[tf.cast(index, tf.int32), scale_index]
+            h, w = original_hw[index][0], original_hw[index][1]
+            geometry = augment.draw(h, w, random_seed, index)
             orientation = tf.numpy_function(
                 self._inspect, [raw, index], tf.int32, stateful=False
             )
@@ -667,23 +646,21 @@ class CocoDataset:
             image = apply_orientation(decode_rgb(raw), orientation)
             masks, labels, boxes = tf.numpy_function(
                 self._load_targets,
-                [index, size, flip, tf.shape(image)[:2], m],
-                [tf.uint8, tf.int32, tf.float32],
+                [
+                    index,
+                    geometry["size"],
+                    geometry["offset"],
+                    geometry["window"],
+                    tf.shape(image)[:2],
+                    m,
+                ],
+                [tf.uint8, tf.int32, tf.float64],
                 stateful=False,
             )
-            image = transform_image(image, size, flip, (canvas_h, canvas_w))
-
-            n = tf.shape(labels)[0]
-            masks = tf.pad(
-                tf.reshape(masks, [n, size[0], size[1]]),
-                [[0, m - n], [0, canvas_h - size[0]], [0, canvas_w - size[1]]],
-            )
-            masks.set_shape([m, canvas_h, canvas_w])
-            labels = tf.pad(tf.reshape(labels, [n]), [[0, m - n]], constant_values=-1)
-            labels.set_shape([m])
-            boxes = tf.pad(tf.reshape(boxes, [n, 4]), [[0, m - n], [0, 0]])
-            boxes.set_shape([m, 4])
-            return image, {"masks": masks, "labels": labels, "boxes": boxes}
+            image = augment.image(image, geometry)
+            labels = tf.reshape(labels, [-1])
+            boxes = tf.reshape(boxes, [-1, 4])
+            return image, augment.instances(masks, labels, boxes, (h, w), geometry)
 
         files = tf.data.Dataset.range(num_images).map(
             lambda i: (i, tf.io.read_file(paths[i])),
@@ -696,136 +673,16 @@ class CocoDataset:
         return batch_examples(files, load, batch_size, seed, repeat, drop_remainder)
 
 
-def load_coco(
-    annotation_file: str,
-    image_dir: str,
-    on_invalid: str = "raise",
-    check_files: bool = True,
-) -> CocoDataset:
-    """Parse a COCO instances json; see `CocoDataset`.
+def load_coco(annotation_file: str, image_dir: str, **kwargs) -> CocoDataset:
+    """Parse a COCO instances json; the same as `CocoDataset(...)`.
 
     Args:
         annotation_file: str. Path of the COCO instances json.
         image_dir: str. Folder the images' `file_name`s are relative to.
-        on_invalid: str. `"raise"` or `"skip"`. Defaults to `"raise"`.
-        check_files: bool. Check that every image file exists. Defaults to
-            `True`.
+        **kwargs: `on_invalid`, `check_files`, `check_images`,
+            `apply_exif_orientation`, `progress`; see `CocoDataset`.
 
     Returns:
         A `CocoDataset`.
     """
-    return CocoDataset(
-        annotation_file, image_dir, on_invalid=on_invalid, check_files=check_files
-    )
-
-
-def validate_batch_args(
-    image_size, batch_size, max_instances, flip_probability, scales
-):
-    """Checks the batching arguments shared by every reader.
-
-    Returns:
-        `(canvas, scales)`: the canvas as a tuple of ints and the scales as a
-        list of `(long, short)` int pairs, or `None`.
-
-    Raises:
-        ValueError: naming the argument and what it must be.
-    """
-    canvas = tuple(int(v) for v in image_size)
-    if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
-        raise ValueError(
-            f"`image_size` must be (H, W) with both multiples of 32, got "
-            f"{tuple(image_size)}."
-        )
-    if batch_size < 1 or max_instances < 1:
-        raise ValueError(
-            "`batch_size` and `max_instances` must be >= 1, got "
-            f"{batch_size} and {max_instances}."
-        )
-    if not 0.0 <= flip_probability <= 1.0:
-        raise ValueError(
-            f"`flip_probability` must be in [0, 1], got {flip_probability}."
-        )
-    if scales is not None:
-        if len(scales) == 2 and all(np.isscalar(v) for v in scales):
-            scales = [scales]
-        scales = [tuple(int(v) for v in s) for s in scales]
-        if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
-            raise ValueError(
-                f"`scales` must be (long, short) pairs of positive ints, got {scales}."
-            )
-    return canvas, scales
-
-
-def finish_instances(masks, labels, boxes, original_hw, resized_hw, flip, canvas, m):
-    """Scales, clips and flips boxes, flips masks and pads all to `m` slots.
-
-    In-graph, shared by the TFRecord and TFDS readers. `masks` are already
-    resized to `resized_hw` (`(n, rh, rw)` uint8), `boxes` are `(n, 4)`
-    float64 `[x1, y1, x2, y2]` in original pixels, `n <= m`.
-
-    Returns:
-        `{"masks": (m, H, W) uint8, "labels": (m,) int32 (-1 padding),
-        "boxes": (m, 4) float32}` on the `canvas`.
-    """
-    h, w = original_hw
-    rh, rw = resized_hw
-    n = tf.shape(labels)[0]
-    sx = tf.cast(rw, tf.float64) / tf.cast(w, tf.float64)
-    sy = tf.cast(rh, tf.float64) / tf.cast(h, tf.float64)
-    rwf, rhf = tf.cast(rw, tf.float64), tf.cast(rh, tf.float64)
-    x1 = tf.clip_by_value(boxes[:, 0] * sx, 0.0, rwf)
-    y1 = tf.clip_by_value(boxes[:, 1] * sy, 0.0, rhf)
-    x2 = tf.clip_by_value(boxes[:, 2] * sx, 0.0, rwf)
-    y2 = tf.clip_by_value(boxes[:, 3] * sy, 0.0, rhf)
-    masks, x1, x2 = tf.cond(
-        flip,
-        lambda: (tf.reverse(masks, axis=[2]), rwf - x2, rwf - x1),
-        lambda: (masks, x1, x2),
-    )
-    boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
-    canvas_h, canvas_w = canvas
-    masks = tf.pad(
-        tf.reshape(masks, [n, rh, rw]),
-        [[0, m - n], [0, canvas_h - rh], [0, canvas_w - rw]],
-    )
-    masks.set_shape([m, canvas_h, canvas_w])
-    labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
-    labels.set_shape([m])
-    boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
-    boxes.set_shape([m, 4])
-    return {"masks": masks, "labels": labels, "boxes": boxes}
-
-
-def draw_augmentation(training, random_seed, index, flip_probability, num_scales):
-    """The per-image flip and scale choice, a pure function of seed and index.
-
-    Shared by every reader so that the same seed gives the same batches
-    whichever reader produced them.
-
-    Returns:
-        `(flip, scale_index)` tensors.
-    """
-    if not training:
-        return tf.constant(False), tf.constant(0, tf.int32)
-    u = tf.random.stateless_uniform(
-        [2], seed=tf.stack([random_seed, index]), dtype=tf.float32
-    )
-    flip = u[0] < flip_probability
-    scale_index = tf.minimum(tf.cast(u[1] * num_scales, tf.int32), num_scales - 1)
-    return flip, scale_index
-
-
-def batch_examples(elements, load, batch_size, seed, repeat, drop_remainder):
-    """Pairs `elements` with per-epoch random seeds, maps `load`, batches.
-
-    `load(element, random_seed)` builds one example; the seeds change every
-    iteration but are fixed by `seed`.
-    """
-    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((elements, randoms))
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return CocoDataset(annotation_file, image_dir, **kwargs)

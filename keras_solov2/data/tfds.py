@@ -13,14 +13,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from keras_solov2.data.coco import (
-    decode_rgb,
-    draw_augmentation,
-    finish_instances,
-    transform_image,
-    validate_batch_args,
-)
-from keras_solov2.data.tfrecord import _resized_sizes
+from keras_solov2.data.images import decode_rgb
+from keras_solov2.data.transforms import Augmentation, sample_masks
 
 DEFAULT_FEATURE_MAP = {
     "image": "image",
@@ -115,6 +109,7 @@ def from_tfds(
     return_counts: bool = False,
     repeat: bool = False,
     drop_remainder: bool = True,
+    large_scale_jitter: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
 
@@ -176,8 +171,8 @@ def from_tfds(
               `k` (0-based, in label order) has id `k + 1`.
 
         batch_size, image_size, scales, max_instances, training,
-        flip_probability, seed, repeat, drop_remainder: as in
-            `CocoDataset.as_tf_dataset`.
+        flip_probability, seed, repeat, drop_remainder, large_scale_jitter:
+            as in `CocoDataset.as_tf_dataset`.
         shuffle_buffer: int >= 1 or `None`. Size of the shuffle buffer the
             examples go through before anything else (seeded with `seed`,
             reshuffled every epoch); `None` (default): no shuffling. See
@@ -236,11 +231,15 @@ def from_tfds(
         )
     if fmap["instance_ids"] is not None and mask_format != "id_image":
         raise ValueError("feature_map['instance_ids'] needs mask_format='id_image'.")
-    canvas, scales = validate_batch_args(
-        image_size, batch_size, max_instances, flip_probability, scales
+    augment = Augmentation.from_args(
+        image_size,
+        batch_size,
+        max_instances,
+        flip_probability,
+        scales,
+        large_scale_jitter,
+        training,
     )
-    num_scales = len(scales) if scales is not None else 1
-    canvas_h, canvas_w = canvas
     m = int(max_instances)
 
     def load(index, example, random_seed):
@@ -334,33 +333,12 @@ def from_tfds(
         else:
             report = tf.no_op()
 
-        flip, scale_index = draw_augmentation(
-            training, random_seed, index, flip_probability, num_scales
-        )
-        size = _resized_sizes(h, w, canvas, scales)[scale_index]
-        fits = tf.debugging.assert_equal(
-            tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
-            True,
-            message="from_tfds: an image resized with `scales` does not fit the "
-            "canvas; use a larger `image_size` or smaller `scales`",
-        )
-        with tf.control_dependencies([fits, report]):
-            image = transform_image(tf.identity(image), size, flip, canvas)
-        rh, rw = size[0], size[1]
-
-        # Pixel-centre nearest-neighbour resize in exact integers, as
-        # `CocoDataset._load_targets`.
-        h64, w64 = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
-        rh64, rw64 = tf.cast(rh, tf.int64), tf.cast(rw, tf.int64)
-        rows = (2 * tf.range(rh64) + 1) * h64 // (2 * rh64)
-        cols = (2 * tf.range(rw64) + 1) * w64 // (2 * rw64)
-        masks = tf.cast(
-            tf.gather(tf.gather(masks, rows, axis=1), cols, axis=2), tf.uint8
-        )
-
-        targets = finish_instances(
-            masks, labels, boxes, (h, w), (rh, rw), flip, canvas, m
-        )
+        geometry = augment.draw(h, w, random_seed, index)
+        checks = [report, *augment.fit_checks(geometry, "(from_tfds)")]
+        with tf.control_dependencies(checks):
+            image = augment.image(tf.identity(image), geometry)
+        masks = tf.cast(sample_masks(masks, (h, w), geometry), tf.uint8)
+        targets = augment.instances(masks, labels, boxes, (h, w), geometry)
         if return_counts:
             counts = {"empty_dropped": num_empty, "truncated": num_truncated}
             return image, targets, counts

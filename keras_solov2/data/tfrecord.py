@@ -32,17 +32,9 @@ import numpy as np
 import tensorflow as tf
 from pycocotools import mask as mask_utils
 
-from keras_solov2.data.coco import (
-    CocoDataset,
-    _annotation_rle,
-    apply_orientation,
-    batch_examples,
-    decode_rgb,
-    draw_augmentation,
-    finish_instances,
-    transform_image,
-    validate_batch_args,
-)
+from keras_solov2.data.coco import CocoDataset, _annotation_rle
+from keras_solov2.data.images import apply_orientation, decode_rgb
+from keras_solov2.data.transforms import Augmentation, batch_examples, sample_masks
 
 FORMAT_VERSION = 2
 _MAX_SHUFFLED_CYCLE = 16
@@ -227,28 +219,6 @@ def read_tfrecord_metadata(output_prefix: str) -> dict:
         return json.load(f)
 
 
-def _resized_sizes(height, width, canvas, scales):
-    """In-graph `CocoDataset._target_sizes` of one image: int32 `(S, 2)`.
-
-    Same float64 operations as the python code (`rescale_size` for scales,
-    fit-to-canvas for `None`), so the sizes are identical.
-    """
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
-    canvas_h, canvas_w = canvas
-    if scales is None:
-        factor = tf.minimum(canvas_h / h, canvas_w / w)[None]
-    else:
-        longs = tf.constant([max(s) for s in scales], tf.float64)
-        shorts = tf.constant([min(s) for s in scales], tf.float64)
-        factor = tf.minimum(longs / tf.maximum(h, w), shorts / tf.minimum(h, w))
-    rh = tf.cast(tf.floor(h * factor + 0.5), tf.int32)
-    rw = tf.cast(tf.floor(w * factor + 0.5), tf.int32)
-    if scales is None:
-        rh, rw = tf.minimum(rh, canvas_h), tf.minimum(rw, canvas_w)
-    return tf.stack([rh, rw], axis=1)
-
-
 def read_tfrecords(
     file_pattern: str | Sequence[str],
     batch_size: int,
@@ -264,6 +234,7 @@ def read_tfrecords(
     shuffle_buffer: int = 256,
     cache: bool | str = False,
     return_counts: bool = False,
+    large_scale_jitter: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -288,8 +259,8 @@ def read_tfrecords(
         file_pattern: str or list of str. Glob(s) of the shard files, e.g.
             `"gs://bucket/coco/train-*.tfrecord"`.
         batch_size, image_size, scales, max_instances, training,
-        flip_probability, shuffle, seed, repeat, drop_remainder: as in
-            `CocoDataset.as_tf_dataset`.
+        flip_probability, shuffle, seed, repeat, drop_remainder,
+        large_scale_jitter: as in `CocoDataset.as_tf_dataset`.
         shuffle_buffer: int. Records in the shuffle buffer when shuffling.
             Defaults to `256`.
         cache: bool or str. Keep the serialized records after the first
@@ -303,8 +274,14 @@ def read_tfrecords(
         A `tf.data.Dataset` of `(images, targets)` (or `(images, targets,
         counts)`).
     """
-    canvas, scales = validate_batch_args(
-        image_size, batch_size, max_instances, flip_probability, scales
+    augment = Augmentation.from_args(
+        image_size,
+        batch_size,
+        max_instances,
+        flip_probability,
+        scales,
+        large_scale_jitter,
+        training,
     )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     matched = {p for pattern in patterns for p in tf.io.gfile.glob(pattern)}
@@ -313,18 +290,13 @@ def read_tfrecords(
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
     _warn_truncation(matched, int(max_instances))
     shuffle = training if shuffle is None else shuffle
-    num_scales = len(scales) if scales is not None else 1
-    canvas_h, canvas_w = canvas
     m = int(max_instances)
 
     def load(serialized, random_seed):
         ex = tf.io.parse_single_example(serialized, _FEATURES)
         h = tf.cast(ex["height"], tf.int32)
         w = tf.cast(ex["width"], tf.int32)
-        flip, scale_index = draw_augmentation(
-            training, random_seed, ex["index"], flip_probability, num_scales
-        )
-        size = _resized_sizes(h, w, canvas, scales)[scale_index]
+        geometry = augment.draw(h, w, random_seed, ex["index"])
         image = apply_orientation(decode_rgb(ex["image"]), ex["orientation"])
         decoded_hw = tf.shape(image)[:2]
         checks = [
@@ -339,24 +311,12 @@ def read_tfrecords(
                     h,
                     w,
                 ],
-            ),
-            tf.Assert(
-                tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
-                [
-                    "Image",
-                    ex["file_name"],
-                    h,
-                    w,
-                    "resizes to",
-                    size,
-                    "which does "
-                    "not fit the canvas; use a larger `image_size` or smaller `scales`",
-                ],
-            ),
+            )
         ]
+        checks += augment.fit_checks(geometry, ex["file_name"])
         with tf.control_dependencies(checks):
             image = tf.identity(image)
-        image = transform_image(image, size, flip, canvas)
+        image = augment.image(image, geometry)
 
         num_truncated = tf.maximum(
             tf.cast(ex["labels"].dense_shape[0], tf.int32) - m, 0
@@ -365,34 +325,21 @@ def read_tfrecords(
         pngs = tf.sparse.to_dense(ex["masks"])[:m]
         boxes = tf.reshape(tf.io.decode_raw(ex["boxes"], tf.float64), [-1, 4])[:m]
         n = tf.shape(labels)[0]
-        rh, rw = size[0], size[1]
-
-        # Pixel-centre nearest-neighbour resize, in exact integers as
-        # `CocoDataset._load_targets` does.
-        h64, w64 = tf.cast(h, tf.int64), tf.cast(w, tf.int64)
-        rows = (
-            (2 * tf.range(rh, dtype=tf.int64) + 1) * h64 // (2 * tf.cast(rh, tf.int64))
-        )
-        cols = (
-            (2 * tf.range(rw, dtype=tf.int64) + 1) * w64 // (2 * tf.cast(rw, tf.int64))
-        )
+        window = geometry["window"]
 
         def decode_mask(png):
-            mask = tf.io.decode_png(png, channels=1, dtype=tf.uint8)[:, :, 0]
-            return tf.gather(tf.gather(mask, rows, axis=0), cols, axis=1)
+            return tf.io.decode_png(png, channels=1, dtype=tf.uint8)[None, :, :, 0]
 
         masks = tf.cond(
             n > 0,
             lambda: tf.map_fn(
-                decode_mask,
+                lambda png: sample_masks(decode_mask(png), (h, w), geometry)[0],
                 pngs,
                 fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
             ),
-            lambda: tf.zeros([0, rh, rw], tf.uint8),
+            lambda: tf.zeros([0, window[0], window[1]], tf.uint8),
         )
-        targets = finish_instances(
-            masks, labels, boxes, (h, w), (rh, rw), flip, canvas, m
-        )
+        targets = augment.instances(masks, labels, boxes, (h, w), geometry)
         if return_counts:
             return image, targets, {"truncated": num_truncated}
         return image, targets

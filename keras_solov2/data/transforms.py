@@ -1,0 +1,344 @@
+"""The training geometry shared by every reader, in-graph.
+
+Per image, `draw_geometry` picks (from the seed and the image's position
+only, so every reader draws the same):
+
+- a resize: keep-ratio to a `(long, short)` scale drawn from `scales` (the
+  mmdetection multi-scale recipe), to fit the canvas (`scales=None`), or, with
+  large-scale jitter, to fit the canvas times a factor drawn from
+  `[low, high]` (Ghiasi et al., "Simple Copy-Paste", 2021);
+- a crop window of the resized image, the whole image unless large-scale
+  jitter made it larger than the canvas (then a random canvas-sized window);
+- a horizontal flip.
+
+`transform_image`, `sample_masks` and `finish_instances` then apply exactly
+the same geometry to the image, the masks and the boxes. Masks use a
+pixel-centre nearest-neighbour resize computed in exact integers: output
+row `i` of the resized image samples input row `floor((i + 0.5) * h / rh)`.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
+
+
+def resized_sizes(height, width, canvas, scales):
+    """Keep-ratio resized `(h, w)` for every scale: int32 `(S, 2)`.
+
+    `mmcv.imrescale` for `(long, short)` scales (the factor that fits both),
+    fit-to-canvas for `scales=None`; float64, rounded half up.
+    """
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    canvas_h, canvas_w = canvas
+    if scales is None:
+        factor = tf.minimum(canvas_h / h, canvas_w / w)[None]
+    else:
+        longs = tf.constant([max(s) for s in scales], tf.float64)
+        shorts = tf.constant([min(s) for s in scales], tf.float64)
+        factor = tf.minimum(longs / tf.maximum(h, w), shorts / tf.minimum(h, w))
+    rh = tf.cast(tf.floor(h * factor + 0.5), tf.int32)
+    rw = tf.cast(tf.floor(w * factor + 0.5), tf.int32)
+    if scales is None:
+        rh, rw = tf.minimum(rh, canvas_h), tf.minimum(rw, canvas_w)
+    return tf.stack([rh, rw], axis=1)
+
+
+def draw_geometry(
+    height, width, canvas, scales, jitter, training, random_seed, index, flip_prob
+):
+    """Resize, crop window and flip of one image (see the module docstring).
+
+    A pure function of `random_seed` (the per-iteration seed) and `index`
+    (the image's position), so that every reader draws the same. Without
+    `training`: first scale (or fit to the canvas), no crop, no flip.
+
+    Returns:
+        dict of tensors: `flip` bool; `size` int32 `(2,)` resized `(rh, rw)`;
+        `offset` int32 `(2,)` top-left corner of the window in the resized
+        image; `window` int32 `(2,)` its `(h, w)`, at most the canvas.
+    """
+    canvas_h, canvas_w = canvas
+    if training:
+        u = tf.random.stateless_uniform(
+            [4], seed=tf.stack([random_seed, index]), dtype=tf.float32
+        )
+        flip = u[0] < flip_prob
+    else:
+        u = tf.zeros([4])
+        flip = tf.constant(False)
+    if jitter is None:
+        num_scales = len(scales) if scales is not None else 1
+        choice = tf.minimum(tf.cast(u[1] * num_scales, tf.int32), num_scales - 1)
+        size = resized_sizes(height, width, canvas, scales)[choice]
+        return {
+            "flip": flip,
+            "size": size,
+            "offset": tf.zeros([2], tf.int32),
+            "window": size,
+        }
+    low, high = jitter
+    s = tf.cast(low + (high - low) * u[1], tf.float64) if training else 1.0
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    factor = tf.minimum(canvas_h * s / h, canvas_w * s / w)
+    size = tf.maximum(tf.cast(tf.floor(tf.stack([h, w]) * factor + 0.5), tf.int32), 1)
+    spare = tf.maximum(size - tf.constant(canvas, tf.int32), 0)
+    offset = tf.minimum(
+        tf.cast(tf.cast(spare + 1, tf.float32) * u[2:4], tf.int32), spare
+    )
+    window = tf.minimum(size, tf.constant(canvas, tf.int32))
+    return {"flip": flip, "size": size, "offset": offset, "window": window}
+
+
+def nearest_indices(n_in, n_out, start, count):
+    """Input rows of output rows `start .. start + count - 1`: int64 `(count,)`.
+
+    Pixel-centre nearest neighbour, `floor((i + 0.5) * n_in / n_out)`, in
+    exact integers.
+    """
+    n_in, n_out = tf.cast(n_in, tf.int64), tf.cast(n_out, tf.int64)
+    i = tf.cast(start, tf.int64) + tf.range(tf.cast(count, tf.int64))
+    return (2 * i + 1) * n_in // (2 * n_out)
+
+
+def transform_image(image, size, flip, canvas, offset=None, window=None):
+    """Resize, crop, flip, normalise and pad one decoded image.
+
+    Args:
+        image: uint8 `(h, w, 3)` tensor.
+        size: int32 `(2,)` tensor, resized `(rh, rw)`.
+        flip: bool scalar tensor, horizontal flip (of the window).
+        canvas: `(H, W)` python ints, the padded output size.
+        offset, window: int32 `(2,)` crop of the resized image; default the
+            whole image.
+
+    Returns:
+        float32 `(H, W, 3)`: bilinear (half-pixel, no antialiasing, rounded
+        to the 0..255 grid as mmcv does on uint8 images), normalised with
+        `PIXEL_MEAN`/`PIXEL_STD`, zero-padded at the bottom/right.
+    """
+    canvas_h, canvas_w = canvas
+    image = tf.image.resize(
+        tf.cast(image, tf.float32), size, method="bilinear", antialias=False
+    )
+    if offset is not None:
+        image = image[
+            offset[0] : offset[0] + window[0], offset[1] : offset[1] + window[1]
+        ]
+    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    image = (image - tf.constant(PIXEL_MEAN, tf.float32)) / tf.constant(
+        PIXEL_STD, tf.float32
+    )
+    image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
+    image.set_shape([canvas_h, canvas_w, 3])
+    return image
+
+
+def sample_masks(masks, original_hw, geometry):
+    """`(n, h, w)` masks resized and cropped to the window: `(n, wh, ww)`."""
+    h, w = original_hw
+    size, offset, window = geometry["size"], geometry["offset"], geometry["window"]
+    rows = nearest_indices(h, size[0], offset[0], window[0])
+    cols = nearest_indices(w, size[1], offset[1], window[1])
+    return tf.gather(tf.gather(masks, rows, axis=1), cols, axis=2)
+
+
+def finish_instances(masks, labels, boxes, original_hw, geometry, canvas, m):
+    """Scales, crops, clips and flips boxes, flips masks, pads all to `m`.
+
+    Args:
+        masks: uint8 `(n, wh, ww)`, already resized and cropped to the
+            window (`sample_masks`), `n <= m`.
+        labels: int32 `(n,)`.
+        boxes: float64 `(n, 4)` `[x1, y1, x2, y2]` in original pixels.
+        original_hw: the original `(h, w)`.
+        geometry: from `draw_geometry`.
+        canvas: `(H, W)` python ints.
+        m: int, instance slots.
+
+    Returns:
+        `{"masks": (m, H, W) uint8, "labels": (m,) int32 (-1 padding),
+        "boxes": (m, 4) float32}` on the canvas. An instance cropped away
+        keeps its slot with an empty mask and a zero-area box (SOLOv2's
+        target assignment skips empty masks).
+    """
+    h, w = original_hw
+    size, offset, window = geometry["size"], geometry["offset"], geometry["window"]
+    n = tf.shape(labels)[0]
+    f64 = lambda v: tf.cast(v, tf.float64)
+    sx, sy = f64(size[1]) / f64(w), f64(size[0]) / f64(h)
+    ox, oy = f64(offset[1]), f64(offset[0])
+    ww, wh = f64(window[1]), f64(window[0])
+    x1 = tf.clip_by_value(boxes[:, 0] * sx - ox, 0.0, ww)
+    y1 = tf.clip_by_value(boxes[:, 1] * sy - oy, 0.0, wh)
+    x2 = tf.clip_by_value(boxes[:, 2] * sx - ox, 0.0, ww)
+    y2 = tf.clip_by_value(boxes[:, 3] * sy - oy, 0.0, wh)
+    masks, x1, x2 = tf.cond(
+        geometry["flip"],
+        lambda: (tf.reverse(masks, axis=[2]), ww - x2, ww - x1),
+        lambda: (masks, x1, x2),
+    )
+    boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
+    canvas_h, canvas_w = canvas
+    masks = tf.pad(
+        tf.reshape(masks, [n, window[0], window[1]]),
+        [[0, m - n], [0, canvas_h - window[0]], [0, canvas_w - window[1]]],
+    )
+    masks.set_shape([m, canvas_h, canvas_w])
+    labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
+    labels.set_shape([m])
+    boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
+    boxes.set_shape([m, 4])
+    return {"masks": masks, "labels": labels, "boxes": boxes}
+
+
+def check_fits(size, canvas, file_name):
+    """An assert that a resized `size` fits the canvas (naming the file).
+
+    Only needed without large-scale jitter (whose window always fits).
+    """
+    return tf.debugging.Assert(
+        tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
+        [
+            "Image",
+            file_name,
+            "resizes to",
+            size,
+            "which does not fit the canvas; use a larger `image_size` or "
+            "smaller `scales`",
+        ],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """One reader's validated batching arguments, and the geometry they give.
+
+    Build it with `Augmentation.from_args`; `draw`, `image` and `instances`
+    then wrap `draw_geometry`, `transform_image` and `finish_instances`.
+    """
+
+    canvas: tuple
+    scales: list | None
+    jitter: tuple | None
+    training: bool
+    flip_probability: float
+    max_instances: int
+
+    @classmethod
+    def from_args(
+        cls,
+        image_size,
+        batch_size,
+        max_instances,
+        flip_probability,
+        scales,
+        large_scale_jitter,
+        training,
+    ):
+        """Checks the batching arguments shared by every reader.
+
+        Raises:
+            ValueError: naming the argument and what it must be.
+        """
+        jitter = large_scale_jitter
+        canvas = tuple(int(v) for v in image_size)
+        if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+            raise ValueError(
+                f"`image_size` must be (H, W) with both multiples of 32, got "
+                f"{tuple(image_size)}."
+            )
+        if batch_size < 1 or max_instances < 1:
+            raise ValueError(
+                "`batch_size` and `max_instances` must be >= 1, got "
+                f"{batch_size} and {max_instances}."
+            )
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(
+                f"`flip_probability` must be in [0, 1], got {flip_probability}."
+            )
+        if scales is not None:
+            if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+                scales = [scales]
+            scales = [tuple(int(v) for v in s) for s in scales]
+            if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+                raise ValueError(
+                    "`scales` must be (long, short) pairs of positive ints, got "
+                    f"{scales}."
+                )
+        if jitter is not None:
+            if scales is not None:
+                raise ValueError(
+                    "Pass either `scales` (multi-scale resize) or "
+                    "`large_scale_jitter` (resize relative to the canvas), not "
+                    "both."
+                )
+            try:
+                low, high = (float(v) for v in jitter)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"`large_scale_jitter` must be a (low, high) pair, got {jitter!r}."
+                ) from None
+            if not 0.0 < low <= high:
+                raise ValueError(
+                    "`large_scale_jitter` must be (low, high) with 0 < low <= "
+                    f"high (the paper uses (0.1, 2.0)), got {jitter!r}."
+                )
+            jitter = (low, high)
+        return cls(
+            canvas, scales, jitter, bool(training), flip_probability, int(max_instances)
+        )
+
+    def draw(self, height, width, random_seed, index):
+        return draw_geometry(
+            height,
+            width,
+            self.canvas,
+            self.scales,
+            self.jitter,
+            self.training,
+            random_seed,
+            index,
+            self.flip_probability,
+        )
+
+    def fit_checks(self, geometry, file_name):
+        """Asserts that the resized image fits (none with jitter)."""
+        if self.jitter is not None:
+            return []
+        return [check_fits(geometry["size"], self.canvas, file_name)]
+
+    def image(self, image, geometry):
+        return transform_image(
+            image,
+            geometry["size"],
+            geometry["flip"],
+            self.canvas,
+            geometry["offset"],
+            geometry["window"],
+        )
+
+    def instances(self, masks, labels, boxes, original_hw, geometry):
+        return finish_instances(
+            masks, labels, boxes, original_hw, geometry, self.canvas, self.max_instances
+        )
+
+
+def batch_examples(elements, load, batch_size, seed, repeat, drop_remainder):
+    """Pairs `elements` with per-epoch random seeds, maps `load`, batches.
+
+    `load(element, random_seed)` builds one example; the seeds change every
+    iteration but are fixed by `seed`.
+    """
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((elements, randoms))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
