@@ -31,6 +31,7 @@ def _to_tfrecord(args):
         args.annotations,
         args.images,
         on_invalid="skip" if args.skip_invalid else "raise",
+        apply_exif_orientation=not args.no_exif_orientation,
     )
     paths = write_tfrecords(dataset, args.output, num_shards=args.shards)
     print(
@@ -68,7 +69,13 @@ def main(argv=None):
     to_tfrecord.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="skip and count invalid annotations instead of failing",
+        help="check every image first, then skip and count invalid annotations "
+        "and unreadable images instead of failing",
+    )
+    to_tfrecord.add_argument(
+        "--no-exif-orientation",
+        action="store_true",
+        help="keep JPEGs as stored (for annotations made on the unrotated pixels)",
     )
     args = parser.parse_args(argv)
     if args.command == "convert":

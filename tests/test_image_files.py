@@ -299,3 +299,22 @@ def test_cache_keeps_batches_and_fresh_augmentation(tmp_path):
             np.testing.assert_array_equal(pt["masks"], ct["masks"])
         # The second epoch is augmented (and shuffled) anew.
         assert not np.array_equal(cached[0][0], cached[1][0])
+
+
+def test_cli_skips_and_reports_a_truncated_image(tmp_path, capsys):
+    from keras_solov2.cli import main
+
+    ann, data = _two_images(tmp_path)
+    _truncate(tmp_path / data["images"][0]["file_name"])
+    prefix = str(tmp_path / "out" / "d")
+    command = ["data", "to-tfrecord", ann, str(tmp_path), "--output", prefix]
+    with pytest.raises(ImageError, match=data["images"][0]["file_name"]):
+        main(command)
+    assert list((tmp_path / "out").iterdir()) == []  # no partial shards
+    with pytest.warns(UserWarning, match="skipped"):
+        main([*command, "--shards", "1", "--skip-invalid"])
+    out = capsys.readouterr().out
+    assert "Wrote 1 shards (1 images)" in out
+    assert "'unreadable_image': 1" in out
+    ds = read_tfrecords(prefix + "-*", batch_size=1, image_size=(640, 640))
+    assert len(list(ds)) == 1

@@ -146,15 +146,21 @@ def write_tfrecords(
     counts = [0] * num_shards
     bar = keras.utils.Progbar(len(dataset), unit_name="image") if progress else None
     writers = [tf.io.TFRecordWriter(p) for p in paths]
+    complete = False
     try:
         for i in range(len(dataset)):
             writers[i % num_shards].write(_example(dataset, i).SerializeToString())
             counts[i % num_shards] += 1
             if bar is not None:
                 bar.update(i + 1)
+        complete = True
     finally:
         for writer in writers:
             writer.close()
+        if not complete:  # No half-written shard set is left behind.
+            for path in paths:
+                if tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
     metadata = {
         "format_version": FORMAT_VERSION,
         "class_names": dataset.class_names,
