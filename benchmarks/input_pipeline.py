@@ -1,9 +1,11 @@
 """Input-pipeline throughput vs. what a SOLOv2-Light R18 training step consumes.
 
-Measures images per second through decode, augmentation and batching
-(`CocoDataset.as_tf_dataset`) on the COCO fixture images (repeated) and on
-generated shapes, and the images per second of a light R18 training step at
-the same input size, on this machine, in one run. Medians over `--repeats`.
+Measures images per second through decode, augmentation and batching on the
+COCO fixture images (repeated): `CocoDataset.as_tf_dataset` (from the image
+files, with the in-memory cache, with large-scale jitter) and
+`read_tfrecords` (from shards on local disk); and on generated shapes. Next to
+them, the images per second of a light R18 training step at the same input
+size, on this machine, in one run. Medians over `--repeats`.
 
     python benchmarks/input_pipeline.py [--repeats 3] [--batches 20]
 """
@@ -20,7 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_solov2  # noqa: E402
-from keras_solov2.data import CocoDataset, generate_shapes_dataset  # noqa: E402
+from keras_solov2.data import (  # noqa: E402
+    CocoDataset,
+    generate_shapes_dataset,
+    read_tfrecords,
+    write_tfrecords,
+)
 from keras_solov2.models.solov2_presets import LIGHT_TRAIN_SCALES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +82,31 @@ def main():
     )
     rate, runs = pipeline_rate(data, batch, args.batches, args.repeats)
     rows.append(("input: coco_mini, light scales, 768x768 canvas", rate, runs))
+    common = dict(batch_size=batch, image_size=canvas, max_instances=50, repeat=True)
+    cached = coco.as_tf_dataset(scales=LIGHT_TRAIN_SCALES, cache=True, **common)
+    rows.append(
+        (
+            "  same, cache=True",
+            *pipeline_rate(cached, batch, args.batches, args.repeats),
+        )
+    )
+    jitter = coco.as_tf_dataset(large_scale_jitter=(0.1, 2.0), **common)
+    rows.append(
+        (
+            "  large_scale_jitter=(0.1, 2.0) instead",
+            *pipeline_rate(jitter, batch, args.batches, args.repeats),
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = os.path.join(tmp, "coco")
+        write_tfrecords(coco, prefix, num_shards=4, progress=False)
+        shards = read_tfrecords(prefix + "-*", scales=LIGHT_TRAIN_SCALES, **common)
+        rows.append(
+            (
+                "  read_tfrecords, 4 local shards",
+                *pipeline_rate(shards, batch, args.batches, args.repeats),
+            )
+        )
     model = keras_solov2.SOLOv2.from_preset(
         "light_r18_coco", load_weights=False, num_classes=coco.num_classes
     )

@@ -320,3 +320,34 @@ def test_save_prediction_grid(tmp_path):
         [np.zeros((48, 48, 3), np.uint8)] * 2, batched, str(path)
     )
     assert grid.dtype == np.uint8
+
+
+def test_evaluate_model_uses_the_model_category_ids(dataset_on_disk):
+    model = GroundTruthModel()
+    model.category_ids = list(CATEGORY_IDS)
+    assert evaluate_model(model, *dataset_on_disk, progress=False)["AP"] == 1.0
+    model.category_ids = CATEGORY_IDS[1:] + CATEGORY_IDS[:1]  # labels -> wrong ids
+    assert evaluate_model(model, *dataset_on_disk, progress=False)["AP"] < 0.5
+    model.category_ids = [3, 7, 99]
+    with pytest.raises(ValueError, match=r"category_ids \[99\]"):
+        evaluate_model(model, *dataset_on_disk, progress=False)
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    from keras_solov2.evaluation.coco_evaluator import load_image
+
+    shown = np.zeros((40, 60, 3), np.uint8)
+    shown[:10, :30] = 255  # bright top-left block, as displayed
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90 degrees counter-clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(shown, 1))).save(
+        tmp_path / "p.jpg", quality=95, exif=exif.tobytes()
+    )
+    image = load_image(tmp_path / "p.jpg")
+    assert image.shape == (40, 60, 3)
+    assert np.abs(image.astype(float) - shown).mean() < 4
+    assert load_image(tmp_path / "p.jpg", apply_exif_orientation=False).shape == (
+        60,
+        40,
+        3,
+    )

@@ -150,14 +150,20 @@ def test_shuffled_training_is_deterministic_given_seed(shards):
     assert any(not np.array_equal(a[i][0], a[i + 2][0]) for i in range(2))
 
 
-def test_negative_image_and_truncation(dataset, tmp_path):
+def _with_a_negative(dataset, tmp_path, position):
+    """The fixture with image `position` stripped of annotations, as shards."""
     data = json.loads(ANN_FILE.read_text())
-    negative = dataset.image_ids[2]
+    negative = dataset.image_ids[position]
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != negative]
     ann_file = tmp_path / "ann.json"
     ann_file.write_text(json.dumps(data))
     ds_obj = CocoDataset(str(ann_file), str(IMAGE_DIR))
     write_tfrecords(ds_obj, str(tmp_path / "neg"), num_shards=2, progress=False)
+    return ds_obj, data
+
+
+def test_negative_image_and_truncation(dataset, tmp_path):
+    ds_obj, _ = _with_a_negative(dataset, tmp_path, 2)
     kwargs = dict(batch_size=5, image_size=(448, 448), max_instances=5, training=False)
     with pytest.warns(UserWarning, match="max_instances=5"):
         coco_ds = ds_obj.as_tf_dataset(**kwargs)
@@ -193,3 +199,19 @@ def test_cli_to_tfrecord(tmp_path, capsys):
     )
     assert "Wrote 2 shards (5 images)" in capsys.readouterr().out
     assert len(glob.glob(prefix + "-*.tfrecord")) == 2
+
+
+def test_negatives_can_be_left_out(dataset, tmp_path):
+    ds_obj, data = _with_a_negative(dataset, tmp_path, 1)
+    kwargs = dict(
+        batch_size=1,
+        image_size=(448, 448),
+        max_instances=100,
+        training=False,
+        keep_negatives=False,
+    )
+    coco_ds = ds_obj.as_tf_dataset(**kwargs)
+    assert ds_obj.stats["negatives_left_out"] == 1
+    got = _assert_same(read_tfrecords(str(tmp_path / "neg-*"), **kwargs), coco_ds)
+    assert len(got) == len(data["images"]) - 1
+    assert all((targets["labels"] >= 0).any() for _, targets in got)

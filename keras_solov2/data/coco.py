@@ -228,6 +228,7 @@ class CocoDataset:
             "crowd": 0,
             "skipped": {reason: 0 for reason in SKIP_REASONS},
             "images_without_instances": 0,
+            "negatives_left_out": 0,
             "max_instances": None,
             "truncated_images": 0,
             "truncated_instances": 0,
@@ -523,6 +524,7 @@ class CocoDataset:
         drop_remainder: bool = True,
         cache: bool | str = False,
         large_scale_jitter: Sequence[float] | None = None,
+        keep_negatives: bool = True,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
@@ -585,6 +587,10 @@ class CocoDataset:
                 window when it is larger. Instances cropped away keep their
                 slot with an empty mask. Without training: fit the canvas.
                 Defaults to `None`.
+            keep_negatives: bool. Include the images without (kept)
+                instances as negatives. `False` leaves them out, like
+                mmdetection's `filter_empty_gt=True`; their number is in
+                `stats["negatives_left_out"]`. Defaults to `True`.
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
@@ -598,9 +604,16 @@ class CocoDataset:
             large_scale_jitter,
             training,
         )
-        num_images = len(self._records)
+        selected = [
+            i for i, r in enumerate(self._records) if keep_negatives or r["instances"]
+        ]
+        self.stats["negatives_left_out"] = len(self._records) - len(selected)
+        num_images = len(selected)
         if num_images == 0:
-            raise ValueError(f"'{self.annotation_file}' has no images.")
+            raise ValueError(
+                f"'{self.annotation_file}' has no images"
+                f"{'' if keep_negatives else ' with instances'}."
+            )
         if drop_remainder and not repeat and num_images < batch_size:
             raise ValueError(
                 f"{num_images} images < batch_size {batch_size} with "
@@ -662,7 +675,7 @@ class CocoDataset:
             boxes = tf.reshape(boxes, [-1, 4])
             return image, augment.instances(masks, labels, boxes, (h, w), geometry)
 
-        files = tf.data.Dataset.range(num_images).map(
+        files = tf.data.Dataset.from_tensor_slices(np.array(selected, np.int64)).map(
             lambda i: (i, tf.io.read_file(paths[i])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )

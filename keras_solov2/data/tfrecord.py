@@ -241,6 +241,7 @@ def read_tfrecords(
     cache: bool | str = False,
     return_counts: bool = False,
     large_scale_jitter: Sequence[float] | None = None,
+    keep_negatives: bool = True,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -266,7 +267,8 @@ def read_tfrecords(
             `"gs://bucket/coco/train-*.tfrecord"`.
         batch_size, image_size, scales, max_instances, training,
         flip_probability, shuffle, seed, repeat, drop_remainder,
-        large_scale_jitter: as in `CocoDataset.as_tf_dataset`.
+        large_scale_jitter, keep_negatives: as in
+            `CocoDataset.as_tf_dataset`.
         shuffle_buffer: int. Records in the shuffle buffer when shuffling.
             Defaults to `256`.
         cache: bool or str. Keep the serialized records after the first
@@ -361,6 +363,11 @@ def read_tfrecords(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if not keep_negatives:
+        labels_only = {"labels": _FEATURES["labels"]}
+        records = records.filter(
+            lambda s: tf.size(tf.io.parse_single_example(s, labels_only)["labels"]) > 0
+        )
     if cache:
         records = records.cache("" if cache is True else str(cache))
     if shuffle:

@@ -6,7 +6,7 @@ import os
 
 import keras
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -177,9 +177,16 @@ def evaluate_results(coco_gt, results, iou_type="segm", verbose=True, image_ids=
     }
 
 
-def load_image(path):
-    """Reads an image file as an RGB uint8 array of shape `(H, W, 3)`."""
+def load_image(path, apply_exif_orientation=True):
+    """Reads an image file as an RGB uint8 array of shape `(H, W, 3)`.
+
+    JPEGs are turned as their EXIF orientation tag says, like the training
+    readers do (`keras_solov2.data.images`), unless
+    `apply_exif_orientation=False`.
+    """
     with Image.open(path) as image:
+        if apply_exif_orientation and image.format == "JPEG":
+            image = ImageOps.exif_transpose(image)
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
@@ -213,14 +220,16 @@ def evaluate_model(
     batch_size=1,
     max_images=None,
     progress=True,
+    apply_exif_orientation=True,
 ):
     """Predicts a COCO-format dataset with `model` and returns its mask AP.
 
-    Images are read with PIL as RGB uint8 `(H, W, 3)` arrays, in ascending
-    image-id order. The model gets uint8 images and must return, at each
-    image's original size, the dict described in
-    `predictions_to_coco_results`. Contiguous labels map to the dataset's
-    categories in ascending category-id order.
+    Images are read with PIL as RGB uint8 `(H, W, 3)` arrays (`load_image`),
+    in ascending image-id order. The model gets uint8 images and must
+    return, at each image's original size, the dict described in
+    `predictions_to_coco_results`. Contiguous label `i` maps to
+    `model.category_ids[i]` when the model has them (a model trained on a
+    `CocoDataset`), else to the dataset's categories in ascending id order.
 
     Args:
         model: a SOLOv2 model, or any object with a
@@ -234,6 +243,7 @@ def evaluate_model(
             images (by image id). Defaults to all images.
         progress: bool. Whether to show a `keras.utils.Progbar`. Defaults
             to `True`.
+        apply_exif_orientation: bool. See `load_image`. Defaults to `True`.
 
     Returns:
         The dict of `evaluate_results`, computed on the evaluated images
@@ -250,6 +260,16 @@ def evaluate_model(
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(annotation_file)
     category_ids = sorted(coco_gt.getCatIds())
+    model_ids = getattr(model, "category_ids", None)
+    if model_ids:
+        unknown = sorted(set(int(c) for c in model_ids) - set(category_ids))
+        if unknown:
+            raise ValueError(
+                f"The model's category_ids {unknown[:10]} are not categories of "
+                f"'{annotation_file}'. Evaluate on a dataset with the model's "
+                "categories, or fine-tune with `num_classes` for this one."
+            )
+        category_ids = [int(c) for c in model_ids]
     image_ids = sorted(coco_gt.getImgIds())
     if max_images is not None:
         image_ids = image_ids[: int(max_images)]
@@ -260,7 +280,10 @@ def evaluate_model(
     for start in range(0, len(image_ids), batch_size):
         chunk = image_ids[start : start + batch_size]
         infos = coco_gt.loadImgs(chunk)
-        images = [load_image(os.path.join(image_dir, i["file_name"])) for i in infos]
+        images = [
+            load_image(os.path.join(image_dir, i["file_name"]), apply_exif_orientation)
+            for i in infos
+        ]
         outputs = _predict(model, images)
         chunk_ids = [chunk] if len(outputs) == 1 else [[i] for i in chunk]
         for ids, output in zip(chunk_ids, outputs, strict=True):
