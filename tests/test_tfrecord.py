@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -215,3 +216,64 @@ def test_negatives_can_be_left_out(dataset, tmp_path):
     got = _assert_same(read_tfrecords(str(tmp_path / "neg-*"), **kwargs), coco_ds)
     assert len(got) == len(data["images"]) - 1
     assert all((targets["labels"] >= 0).any() for _, targets in got)
+
+
+def _image_positions(ds, reference):
+    """Positions in `reference` (a list of images) of the images `ds` yields."""
+    found = []
+    for images, _ in ds:
+        for image in images.numpy():
+            matches = [
+                k for k, ref in enumerate(reference) if np.array_equal(ref, image)
+            ]
+            assert len(matches) == 1
+            found.append(matches[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    "reader, pipelines", [("coco", 2), ("n2", 2), ("n3", 2), ("n2", 3)]
+)
+def test_input_context_gives_disjoint_shares(dataset, shards, reader, pipelines):
+    kwargs = dict(
+        batch_size=1, image_size=(320, 320), training=False, drop_remainder=False
+    )
+
+    def make(context=None):
+        if reader == "coco":
+            return dataset.as_tf_dataset(input_context=context, **kwargs)
+        prefix = shards[int(reader[1])]
+        return read_tfrecords(f"{prefix}-*", input_context=context, **kwargs)
+
+    reference = [images[0] for images, _ in _batches(make())]
+    assert len(reference) == len(dataset)
+    shares = [
+        _image_positions(
+            make(tf.distribute.InputContext(pipelines, k, pipelines)), reference
+        )
+        for k in range(pipelines)
+    ]
+    assert all(shares), "every input pipeline gets images"
+    assert sorted(p for share in shares for p in share) == list(range(len(dataset)))
+
+
+def test_remote_file_system_urls(dataset, tmp_path):
+    """Annotations, images and shards on a non-local `tf.io.gfile` file system.
+
+    `ram://` stands in for `gs://` or `s3://`: the same code paths (gfile
+    open, glob, exists, list_files, TFRecord IO) without a network.
+    """
+    root = f"ram://keras_solov2_test_{uuid.uuid4().hex}"
+    tf.io.gfile.makedirs(f"{root}/images")
+    tf.io.gfile.copy(str(ANN_FILE), f"{root}/ann.json")
+    for k in range(len(dataset)):
+        name = dataset.image_record(k)["file_name"]
+        tf.io.gfile.copy(str(IMAGE_DIR / name), f"{root}/images/{name}")
+    remote = CocoDataset(f"{root}/ann.json", f"{root}/images", on_invalid="skip")
+    assert remote.stats["images"] == len(dataset)
+    write_tfrecords(remote, f"{root}/shards/val", num_shards=2, progress=False)
+    assert read_tfrecord_metadata(f"{root}/shards/val")["num_images"] == len(dataset)
+    kwargs = dict(batch_size=5, image_size=(352, 352), max_instances=30, training=False)
+    local = dataset.as_tf_dataset(**kwargs)
+    _assert_same(remote.as_tf_dataset(**kwargs), local)
+    _assert_same(read_tfrecords(f"{root}/shards/val-*", **kwargs), local)

@@ -165,7 +165,7 @@ class CocoDataset:
         self.apply_exif_orientation = bool(apply_exif_orientation)
         if check_images is None:
             check_images = on_invalid == "skip"
-        with open(self.annotation_file) as f:
+        with tf.io.gfile.GFile(self.annotation_file) as f:
             data = json.load(f)
 
         categories = sorted(data.get("categories", []), key=lambda c: c["id"])
@@ -525,6 +525,7 @@ class CocoDataset:
         cache: bool | str = False,
         large_scale_jitter: Sequence[float] | None = None,
         keep_negatives: bool = True,
+        input_context: tf.distribute.InputContext | None = None,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
@@ -591,6 +592,14 @@ class CocoDataset:
                 instances as negatives. `False` leaves them out, like
                 mmdetection's `filter_empty_gt=True`; their number is in
                 `stats["negatives_left_out"]`. Defaults to `True`.
+            input_context: `tf.distribute.InputContext` or `None`. For
+                `strategy.distribute_datasets_from_function`: this input
+                pipeline reads only its share of the images (every
+                `num_input_pipelines`-th, from `input_pipeline_id`), so
+                workers never read the same image in an epoch.
+                `batch_size` is then the per-replica batch size
+                (`input_context.get_per_replica_batch_size(global_batch)`).
+                Defaults to `None`.
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
@@ -675,6 +684,11 @@ class CocoDataset:
             boxes = tf.reshape(boxes, [-1, 4])
             return image, augment.instances(masks, labels, boxes, (h, w), geometry)
 
+        if input_context is not None:
+            selected = selected[
+                input_context.input_pipeline_id :: input_context.num_input_pipelines
+            ]
+            num_images = len(selected)
         files = tf.data.Dataset.from_tensor_slices(np.array(selected, np.int64)).map(
             lambda i: (i, tf.io.read_file(paths[i])),
             num_parallel_calls=tf.data.AUTOTUNE,

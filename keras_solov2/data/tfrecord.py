@@ -242,6 +242,7 @@ def read_tfrecords(
     return_counts: bool = False,
     large_scale_jitter: Sequence[float] | None = None,
     keep_negatives: bool = True,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -269,6 +270,11 @@ def read_tfrecords(
         flip_probability, shuffle, seed, repeat, drop_remainder,
         large_scale_jitter, keep_negatives: as in
             `CocoDataset.as_tf_dataset`.
+        input_context: `tf.distribute.InputContext` or `None`. This input
+            pipeline reads only its share: whole shard files when there are
+            at least as many files as input pipelines, else every
+            `num_input_pipelines`-th record. `batch_size` is then per
+            replica. Defaults to `None`.
         shuffle_buffer: int. Records in the shuffle buffer when shuffling.
             Defaults to `256`.
         cache: bool or str. Keep the serialized records after the first
@@ -355,6 +361,12 @@ def read_tfrecords(
     files = tf.data.Dataset.list_files(
         file_pattern, shuffle=shuffle, seed=seed if shuffle else None
     )
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline = input_context.input_pipeline_id if input_context else 0
+    shard_files = pipelines > 1 and num_files >= pipelines
+    if shard_files:  # Same seed everywhere: the same order, disjoint shares.
+        files = files.shard(pipelines, pipeline)
+        num_files = len(range(pipeline, num_files, pipelines))
     records = files.interleave(
         tf.data.TFRecordDataset,
         # All shards at once restores the round-robin written order.
@@ -363,6 +375,8 @@ def read_tfrecords(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if pipelines > 1 and not shard_files:
+        records = records.shard(pipelines, pipeline)
     if not keep_negatives:
         labels_only = {"labels": _FEATURES["labels"]}
         records = records.filter(
