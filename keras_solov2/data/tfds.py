@@ -151,7 +151,8 @@ def from_tfds(
             take the defaults):
 
             - `"image"`: uint8 `(h, w, 3)` image, or encoded image bytes
-              (a scalar string, decoded like `CocoDataset` does). Default
+              (a scalar string, decoded like `CocoDataset` does but as
+              stored, without EXIF orientation, as `tfds` decodes). Default
               `"image"`.
             - `"masks"`: with `mask_format="stack"`, the `(N, h, w)` or
               `(N, h, w, 1)` per-instance masks (any dtype; nonzero = inside);
