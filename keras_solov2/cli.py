@@ -40,6 +40,13 @@ def _to_tfrecord(args):
     print(f"Counts: {dataset.stats}")
 
 
+def _verify(args):
+    from keras_solov2.data import verify_tfrecords
+
+    report = verify_tfrecords(args.prefix)
+    print(f"\nAll {len(report)} shards of {args.prefix} are intact.")
+
+
 def main(argv=None):
     from keras_solov2.models.solov2_presets import ARCHITECTURES
 
@@ -77,11 +84,17 @@ def main(argv=None):
         action="store_true",
         help="keep JPEGs as stored (for annotations made on the unrotated pixels)",
     )
+    verify = data_commands.add_parser(
+        "verify", help="Check TFRecord shards against their .meta.json."
+    )
+    verify.add_argument("prefix", help="shard prefix given to to-tfrecord")
     args = parser.parse_args(argv)
     if args.command == "convert":
         _convert(args)
     elif args.command == "data" and args.data_command == "to-tfrecord":
         _to_tfrecord(args)
+    elif args.command == "data" and args.data_command == "verify":
+        _verify(args)
     return 0
 
 

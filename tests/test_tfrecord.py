@@ -14,6 +14,7 @@ from keras_solov2.data import (
     CocoDataset,
     read_tfrecord_metadata,
     read_tfrecords,
+    verify_tfrecords,
     write_tfrecords,
 )
 
@@ -277,3 +278,39 @@ def test_remote_file_system_urls(dataset, tmp_path):
     local = dataset.as_tf_dataset(**kwargs)
     _assert_same(remote.as_tf_dataset(**kwargs), local)
     _assert_same(read_tfrecords(f"{root}/shards/val-*", **kwargs), local)
+
+
+def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
+    from keras_solov2.cli import main
+
+    prefix = str(tmp_path / "v")
+    paths = write_tfrecords(dataset, prefix, num_shards=3, progress=False)
+    names = [os.path.basename(p) for p in paths]
+    assert verify_tfrecords(prefix, progress=False) == {n: None for n in names}
+    main(["data", "verify", prefix])
+    assert "All 3 shards" in capsys.readouterr().out
+
+    raw = bytearray(Path(paths[1]).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    Path(paths[1]).write_bytes(bytes(raw))
+    with pytest.raises(
+        ValueError, match=rf"(?s)1 of 3 .*{names[1]}: record \d is damaged \(corrupted"
+    ):
+        verify_tfrecords(prefix, progress=False)
+    # What TensorFlow itself says names no file: the reason verify exists.
+    with pytest.raises(tf.errors.DataLossError) as raised:
+        list(read_tfrecords(prefix + "-*", batch_size=1, image_size=(640, 640)))
+    assert names[1] not in str(raised.value)
+
+    Path(paths[0]).unlink()
+    extra = tf.io.TFRecordWriter(paths[2] + ".tmp")
+    for record in tf.data.TFRecordDataset(paths[2]):
+        extra.write(record.numpy())
+    extra.write(record.numpy())  # one record more than was written
+    extra.close()
+    os.replace(paths[2] + ".tmp", paths[2])
+    with pytest.raises(ValueError, match="3 of 3") as raised:
+        verify_tfrecords(prefix, progress=False)
+    assert f"{names[0]}: missing" in str(raised.value)
+    assert f"{names[2]}: sha256 differs" not in str(raised.value)  # counted instead
+    assert "2 records, 1 were written" in str(raised.value)

@@ -10,6 +10,7 @@ from keras_solov2.data.tfds import from_tfds
 from keras_solov2.data.tfrecord import (
     read_tfrecord_metadata,
     read_tfrecords,
+    verify_tfrecords,
     write_tfrecords,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "read_tfrecord_metadata",
     "read_tfrecords",
     "render_shapes_image",
+    "verify_tfrecords",
     "write_tfrecords",
 ]

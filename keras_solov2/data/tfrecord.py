@@ -21,6 +21,7 @@ Example features (`n` instances):
 - `masks`: `n` bytes, each a PNG of the `(height, width, 1)` uint8 0/1 mask.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -169,6 +170,7 @@ def write_tfrecords(
         "num_shards": num_shards,
         "shards": [os.path.basename(p) for p in paths],
         "examples_per_shard": counts,
+        "sha256": [_sha256(p) for p in paths],
         "annotation_file": dataset.annotation_file,
         "stats": dataset.stats,
         "instances_per_image": _histogram(
@@ -178,6 +180,74 @@ def write_tfrecords(
     with tf.io.gfile.GFile(_metadata_path(output_prefix), "w") as f:
         json.dump(metadata, f, indent=1)
     return paths
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_tfrecords(output_prefix: str, progress: bool = True) -> dict:
+    """Checks the shards written by `write_tfrecords` and names the bad ones.
+
+    TensorFlow reports a damaged record as `DataLossError: corrupted record
+    at <offset>`, without the file. This reads every shard listed in
+    `<prefix>.meta.json` on its own: it must exist, have the sha256 recorded
+    at write time (format 2), hold the recorded number of records, and every
+    record must pass its CRC and parse.
+
+    Args:
+        output_prefix: str. The prefix given to `write_tfrecords`.
+        progress: bool. Show a `keras.utils.Progbar` over the shards.
+
+    Returns:
+        `{shard file name: None or what is wrong}`.
+
+    Raises:
+        ValueError: listing every bad shard, if there is one.
+    """
+    output_prefix = str(output_prefix)
+    metadata = read_tfrecord_metadata(output_prefix)
+    folder = os.path.dirname(output_prefix)
+    names = metadata["shards"]
+    hashes = metadata.get("sha256") or [None] * len(names)
+    bar = keras.utils.Progbar(len(names), unit_name="shard") if progress else None
+    report = {}
+    for k, (name, expected, digest) in enumerate(
+        zip(names, metadata["examples_per_shard"], hashes, strict=True)
+    ):
+        path = os.path.join(folder, name) if folder else name
+        problem = None
+        if not tf.io.gfile.exists(path):
+            problem = "missing"
+        elif digest is not None and _sha256(path) != digest:
+            problem = "sha256 differs from the one recorded at write time"
+        if problem is None or problem.startswith("sha256"):
+            count = 0
+            try:
+                for serialized in tf.data.TFRecordDataset(path):
+                    tf.io.parse_single_example(serialized, _FEATURES)
+                    count += 1
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+                detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", str(e)).strip()
+                problem = f"record {count} is damaged ({detail})"
+            else:
+                if count != expected:
+                    problem = f"{count} records, {expected} were written"
+        report[name] = problem
+        if bar is not None:
+            bar.update(k + 1)
+    bad = {name: problem for name, problem in report.items() if problem}
+    if bad:
+        lines = "\n".join(f"  {name}: {problem}" for name, problem in bad.items())
+        raise ValueError(
+            f"{len(bad)} of {len(names)} shard(s) of '{output_prefix}' are bad:\n"
+            f"{lines}\nWrite them again with `keras-solov2 data to-tfrecord`."
+        )
+    return report
 
 
 def _histogram(counts) -> dict:
@@ -218,8 +288,8 @@ def read_tfrecord_metadata(output_prefix: str) -> dict:
     Keys: `class_names` and `category_ids` (index = contiguous label),
     `num_images`, `num_shards`, `shards`, `examples_per_shard`,
     `annotation_file`, `stats` (the `CocoDataset.stats` at write time),
-    `instances_per_image` (`{"count": images}`, format 2) and
-    `format_version`.
+    `instances_per_image` (`{"count": images}`, format 2), `sha256` (one
+    per shard, format 2; see `verify_tfrecords`) and `format_version`.
     """
     with tf.io.gfile.GFile(_metadata_path(str(output_prefix))) as f:
         return json.load(f)
@@ -261,7 +331,10 @@ def read_tfrecords(
     the stored one, fails when it is read rather than at construction.
     Truncation beyond `max_instances` is warned about from the shards'
     `.meta.json` (when it is next to them) and counted per example with
-    `return_counts=True`.
+    `return_counts=True`. A damaged shard fails with TensorFlow's
+    `DataLossError: corrupted record`, which names no file:
+    `verify_tfrecords(prefix)` (or `keras-solov2 data verify PREFIX`) finds
+    it.
 
     Args:
         file_pattern: str or list of str. Glob(s) of the shard files, e.g.
