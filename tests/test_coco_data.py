@@ -580,3 +580,10 @@ def test_cmyk_jpeg_decodes_like_pillow():
         expected = np.asarray(pil.convert("RGB"))
     assert decoded.shape == (20, 30, 3)
     np.testing.assert_array_equal(decoded, expected)
+
+
+def test_image_entry_without_size_is_named(tmp_path):
+    data = _json()
+    del data["images"][3]["height"]
+    with pytest.raises(ValueError, match=r"Entry 3 of 'images'.*lacks \['height'\]"):
+        CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))

@@ -178,7 +178,17 @@ class CocoDataset:
 
         records = []
         index_of = {}
-        for image in data.get("images", []):
+        for position, image in enumerate(data.get("images", [])):
+            missing = [
+                k for k in ("id", "file_name", "height", "width") if k not in image
+            ]
+            if missing:
+                raise ValueError(
+                    f"Entry {position} of 'images' in '{self.annotation_file}' "
+                    f"(id {image.get('id')}, file {image.get('file_name')!r}) lacks "
+                    f"{missing}; COCO image entries need id, file_name, height "
+                    "and width."
+                )
             image_id = int(image["id"])
             if image_id in index_of:
                 raise ValueError(
