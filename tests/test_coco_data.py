@@ -582,8 +582,12 @@ def test_cmyk_jpeg_decodes_like_pillow():
     np.testing.assert_array_equal(decoded, expected)
 
 
-def test_image_entry_without_size_is_named(tmp_path):
+def test_entries_without_required_keys_are_named(tmp_path):
     data = _json()
     del data["images"][3]["height"]
     with pytest.raises(ValueError, match=r"Entry 3 of 'images'.*lacks \['height'\]"):
+        CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))
+    data = _json()
+    del data["categories"][1]["id"]
+    with pytest.raises(ValueError, match=r"Entry 1 of 'categories'.*has no id"):
         CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))

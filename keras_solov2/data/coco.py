@@ -168,6 +168,12 @@ class CocoDataset:
         with tf.io.gfile.GFile(self.annotation_file) as f:
             data = json.load(f)
 
+        for position, category in enumerate(data.get("categories", [])):
+            if "id" not in category:
+                raise ValueError(
+                    f"Entry {position} of 'categories' in '{self.annotation_file}' "
+                    f"({category}) has no id."
+                )
         categories = sorted(data.get("categories", []), key=lambda c: c["id"])
         ids = [int(c["id"]) for c in categories]
         if len(set(ids)) != len(ids):
