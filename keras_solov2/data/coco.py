@@ -28,8 +28,11 @@ from keras_solov2.data.images import (
     inspect_image,
     orientation_note,
 )
-from keras_solov2.data.transforms import Augmentation, batch_examples
-from keras_solov2.models.image_converter import rescale_size
+from keras_solov2.data.transforms import (
+    Augmentation,
+    batch_examples,
+    resized_sizes,
+)
 
 SKIP_REASONS = (
     "unknown_image_id",
@@ -469,28 +472,26 @@ class CocoDataset:
         record = self._records[index]
         return {k: record[k] for k in ("id", "file_name", "path", "height", "width")}
 
-    def _target_sizes(self, image_size, scales) -> np.ndarray:
-        """Resized `(h, w)` of every image for every scale: `(N, S, 2)` int32."""
-        canvas_h, canvas_w = image_size
-        sizes = np.zeros((len(self._records), len(scales or [None]), 2), np.int32)
-        for i, record in enumerate(self._records):
-            h, w = record["height"], record["width"]
-            for j, scale in enumerate(scales or [None]):
-                if scale is None:
-                    factor = min(canvas_h / h, canvas_w / w)
-                    new = (int(h * factor + 0.5), int(w * factor + 0.5))
-                    new = (min(new[0], canvas_h), min(new[1], canvas_w))
-                else:
-                    new = rescale_size(h, w, scale)
-                if new[0] > canvas_h or new[1] > canvas_w or min(new) < 1:
-                    raise ValueError(
-                        f"Image '{record['file_name']}' ({h}x{w}) resized with "
-                        f"scale {scale} becomes {new[0]}x{new[1]}, which does "
-                        f"not fit the {canvas_h}x{canvas_w} canvas. Use a larger "
-                        "`image_size` or smaller `scales`."
-                    )
-                sizes[i, j] = new
-        return sizes
+    def _check_sizes_fit(self, canvas, scales):
+        """Raises, naming the first image that some scale resizes past `canvas`.
+
+        The sizes come from `transforms.resized_sizes`, the function the
+        pipeline itself uses, for every image and scale at once.
+        """
+        heights = np.array([r["height"] for r in self._records], np.int64)
+        widths = np.array([r["width"] for r in self._records], np.int64)
+        sizes = resized_sizes(heights, widths, canvas, scales).numpy()  # (N, S, 2)
+        misfit = np.any((sizes > np.array(canvas)) | (sizes < 1), axis=-1)
+        if misfit.any():
+            i, j = (int(v) for v in np.argwhere(misfit)[0])
+            record, scale = self._records[i], (scales or [None])[j]
+            raise ValueError(
+                f"Image '{record['file_name']}' ({record['height']}x"
+                f"{record['width']}) resized with scale {scale} becomes "
+                f"{sizes[i, j, 0]}x{sizes[i, j, 1]}, which does not fit the "
+                f"{canvas[0]}x{canvas[1]} canvas. Use a larger `image_size` or "
+                "smaller `scales`."
+            )
 
     def _load_targets(self, index, size, offset, window, decoded_hw, max_instances):
         """Numpy side of the pipeline: one image's masks, labels and boxes.
@@ -646,7 +647,7 @@ class CocoDataset:
             )
         shuffle = training if shuffle is None else shuffle
         if augment.jitter is None:  # raises naming a misfit image
-            self._target_sizes(augment.canvas, augment.scales)
+            self._check_sizes_fit(augment.canvas, augment.scales)
 
         counts = np.array([len(r["instances"]) for r in self._records])
         truncated_images = int(np.sum(counts > max_instances))

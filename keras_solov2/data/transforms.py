@@ -26,16 +26,18 @@ from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
 
 
 def resized_sizes(height, width, canvas, scales):
-    """Keep-ratio resized `(h, w)` for every scale: int32 `(S, 2)`.
+    """Keep-ratio resized `(h, w)` for every scale: int32 `(..., S, 2)`.
 
     `mmcv.imrescale` for `(long, short)` scales (the factor that fits both),
-    fit-to-canvas for `scales=None`; float64, rounded half up.
+    fit-to-canvas for `scales=None` (`S = 1`); float64, rounded half up.
+    `height` and `width` are scalars (one image, in-graph) or arrays (every
+    image at once, for checks before reading).
     """
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
+    h = tf.cast(height, tf.float64)[..., None]
+    w = tf.cast(width, tf.float64)[..., None]
     canvas_h, canvas_w = canvas
     if scales is None:
-        factor = tf.minimum(canvas_h / h, canvas_w / w)[None]
+        factor = tf.minimum(canvas_h / h, canvas_w / w)
     else:
         longs = tf.constant([max(s) for s in scales], tf.float64)
         shorts = tf.constant([min(s) for s in scales], tf.float64)
@@ -44,7 +46,7 @@ def resized_sizes(height, width, canvas, scales):
     rw = tf.cast(tf.floor(w * factor + 0.5), tf.int32)
     if scales is None:
         rh, rw = tf.minimum(rh, canvas_h), tf.minimum(rw, canvas_w)
-    return tf.stack([rh, rw], axis=1)
+    return tf.stack([rh, rw], axis=-1)
 
 
 def draw_geometry(
