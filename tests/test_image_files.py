@@ -318,3 +318,20 @@ def test_cli_skips_and_reports_a_truncated_image(tmp_path, capsys):
     assert "'unreadable_image': 1" in out
     ds = read_tfrecords(prefix + "-*", batch_size=1, image_size=(640, 640))
     assert len(list(ds)) == 1
+
+
+def test_bad_orientation_tag_is_reported_and_ignored(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 9  # not an orientation
+    Image.fromarray(_displayed()).save(
+        tmp_path / "odd.jpg", "JPEG", quality=95, exif=exif.tobytes()
+    )
+    data = CocoDataset(_photo_json(tmp_path / "ann.json", ["odd.jpg"]), str(tmp_path))
+    with pytest.warns(UserWarning, match=r"odd\.jpg.*orientation 9 is not 1\.\.8"):
+        assert data.image_orientation(0) == 1
+    with Image.open(tmp_path / "odd.jpg") as pil:
+        stored = np.asarray(pil.convert("RGB"), np.float64)
+    images, _ = _first(
+        data.as_tf_dataset(batch_size=1, image_size=(H, W), training=False)
+    )
+    np.testing.assert_allclose(images[0] * STD + MEAN, stored, atol=LEVEL * 1.01)

@@ -360,6 +360,12 @@ class CocoDataset:
             info = inspect_image(raw, self.apply_exif_orientation)
         except ValueError as e:
             return "unreadable_image", f"{where} cannot be decoded: {e}."
+        if info["exif_problem"]:
+            warnings.warn(
+                f"{where}: {info['exif_problem']}; it is used as stored "
+                "(orientation 1).",
+                stacklevel=2,
+            )
         h, w = record["height"], record["width"]
         if (info["height"], info["width"]) != (h, w):
             return "size_mismatch", (

@@ -73,15 +73,20 @@ def _jpeg_scan_start(raw: bytes) -> int:
         pos = end
 
 
-def _orientation(raw: bytes) -> int:
-    """EXIF orientation 1..8 of JPEG bytes; 1 when absent or unreadable."""
+def _orientation(raw: bytes) -> tuple:
+    """`(orientation, problem)` of JPEG bytes: 1..8, and why it defaulted.
+
+    A missing tag is 1 with no problem; an EXIF block PIL cannot read, or a
+    value outside 1..8, is 1 with the reason, for the caller to report.
+    """
     try:
         with Image.open(io.BytesIO(raw)) as pil:
             value = pil.getexif().get(ORIENTATION_TAG, 1)
-    except Exception:  # A broken EXIF block: display (and train) as stored.
-        return 1
-    value = int(value) if isinstance(value, (int, np.integer)) else 1
-    return value if 1 <= value <= 8 else 1
+    except Exception as e:  # PIL raises many types on broken EXIF blocks.
+        return 1, f"unreadable EXIF block ({type(e).__name__}: {e})"
+    if not isinstance(value, (int, np.integer)) or not 1 <= value <= 8:
+        return 1, f"EXIF orientation {value!r} is not 1..8"
+    return int(value), None
 
 
 def inspect_image(raw: bytes, apply_exif_orientation: bool = True) -> dict:
@@ -99,8 +104,9 @@ def inspect_image(raw: bytes, apply_exif_orientation: bool = True) -> dict:
 
     Returns:
         dict with `format` (`"jpeg"`, `"png"`, ...), `height` and `width` as
-        displayed (after the orientation), `stored_height`, `stored_width`
-        and `orientation` (1..8, EXIF convention).
+        displayed (after the orientation), `stored_height`, `stored_width`,
+        `orientation` (1..8, EXIF convention) and `exif_problem` (`None`, or
+        why a broken orientation tag was read as 1).
 
     Raises:
         ValueError: with the reason (empty file, unknown format, truncated or
@@ -128,9 +134,9 @@ def inspect_image(raw: bytes, apply_exif_orientation: bool = True) -> dict:
             width, height = pil.size
     except Exception as e:
         raise ValueError(f"unreadable {fmt.upper()} header ({e})") from None
-    orientation = 1
+    orientation, exif_problem = 1, None
     if fmt == "jpeg" and apply_exif_orientation:
-        orientation = _orientation(raw)
+        orientation, exif_problem = _orientation(raw)
     shown = (width, height) if orientation in _TRANSPOSED else (height, width)
     return {
         "format": fmt,
@@ -139,6 +145,7 @@ def inspect_image(raw: bytes, apply_exif_orientation: bool = True) -> dict:
         "stored_height": height,
         "stored_width": width,
         "orientation": orientation,
+        "exif_problem": exif_problem,
     }
 
 
