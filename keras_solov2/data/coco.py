@@ -655,22 +655,15 @@ class CocoDataset:
         if augment.jitter is None:  # raises naming a misfit image
             self._check_sizes_fit(augment.canvas, augment.scales)
 
-        counts = np.array([len(r["instances"]) for r in self._records])
-        truncated_images = int(np.sum(counts > max_instances))
-        truncated_instances = int(np.sum(np.maximum(counts - max_instances, 0)))
+        counts = [len(r["instances"]) for r in self._records]
+        truncated_images, truncated_instances = warn_truncation(
+            counts, max_instances, self.annotation_file, stacklevel=2
+        )
         self.stats.update(
             max_instances=int(max_instances),
             truncated_images=truncated_images,
             truncated_instances=truncated_instances,
         )
-        if truncated_images:
-            warnings.warn(
-                f"max_instances={max_instances}: {truncated_instances} "
-                f"instance(s) in {truncated_images} image(s) of "
-                f"'{self.annotation_file}' are dropped from the targets (the "
-                "first max_instances per image are kept).",
-                stacklevel=2,
-            )
 
         m = int(max_instances)
         paths = tf.constant([r["path"] for r in self._records])
@@ -721,6 +714,33 @@ class CocoDataset:
         if shuffle:
             files = files.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
         return batch_examples(files, load, batch_size, seed, repeat, drop_remainder)
+
+
+def warn_truncation(counts, max_instances, source, stacklevel=1):
+    """Counts and warns about instances beyond `max_instances`.
+
+    Args:
+        counts: instances per image (a sequence), or `{count: images}`.
+        max_instances: int, the instance slots per image.
+        source: str, named in the warning.
+        stacklevel: int, as in `warnings.warn` but counted from the caller.
+
+    Returns:
+        `(truncated_images, truncated_instances)`.
+    """
+    if not isinstance(counts, dict):
+        counts = dict(zip(*np.unique(np.asarray(counts, np.int64), return_counts=True)))
+    over = {int(k): int(v) for k, v in counts.items() if int(k) > max_instances}
+    images = sum(over.values())
+    instances = sum((k - max_instances) * v for k, v in over.items())
+    if images:
+        warnings.warn(
+            f"max_instances={max_instances}: {instances} instance(s) in {images} "
+            f"image(s) of '{source}' are dropped from the targets (the first "
+            "max_instances per image are kept).",
+            stacklevel=stacklevel + 1,
+        )
+    return images, instances
 
 
 def load_coco(annotation_file: str, image_dir: str, **kwargs) -> CocoDataset:

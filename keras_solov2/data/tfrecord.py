@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from collections.abc import Sequence
 
 import keras
@@ -33,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from pycocotools import mask as mask_utils
 
-from keras_solov2.data.coco import CocoDataset, _annotation_rle
+from keras_solov2.data.coco import CocoDataset, _annotation_rle, warn_truncation
 from keras_solov2.data.images import apply_orientation, decode_rgb
 from keras_solov2.data.transforms import Augmentation, batch_examples, sample_masks
 
@@ -264,22 +263,11 @@ def _warn_truncation(files, max_instances):
         if match:
             prefixes.add(match.group(1))
     for prefix in sorted(prefixes):
-        try:
-            histogram = read_tfrecord_metadata(prefix).get("instances_per_image")
-        except (OSError, ValueError, tf.errors.OpError):
-            continue
-        if not histogram:
-            continue
-        over = {int(k): v for k, v in histogram.items() if int(k) > max_instances}
-        if over:
-            images = sum(over.values())
-            instances = sum((k - max_instances) * v for k, v in over.items())
-            warnings.warn(
-                f"max_instances={max_instances}: {instances} instance(s) in "
-                f"{images} image(s) of '{prefix}' are dropped from the targets "
-                "(the first max_instances per image are kept).",
-                stacklevel=3,
-            )
+        if not tf.io.gfile.exists(_metadata_path(prefix)):
+            continue  # shards copied without their metadata: nothing to count
+        histogram = read_tfrecord_metadata(prefix).get("instances_per_image")
+        if histogram:  # format 2
+            warn_truncation(histogram, max_instances, prefix, stacklevel=3)
 
 
 def read_tfrecord_metadata(output_prefix: str) -> dict:
