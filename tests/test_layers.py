@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_solov2
 from keras_solov2.layers import (
     FeaturePyramid,
     GroupNormalization4D,
@@ -24,7 +25,7 @@ def roundtrip(layer, *inputs, **kwargs):
     clone(*inputs, **kwargs)
     clone.set_weights(layer.get_weights())
     again = clone(*inputs, **kwargs)
-    for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(again)):
+    for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(again), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     return out
 
@@ -107,6 +108,58 @@ def test_pyramid_and_heads_shapes_and_serialisation():
         (1, s, s, 16) for s in (6, 5, 4, 3, 2)
     ]
     assert tuple(kernels.shape) == (1, 36 + 25 + 16 + 9 + 4, 24)
+
+
+def test_kernel_category_head_levels_follow_num_grids():
+    """One level per grid size; the first and last are resized to a neighbour."""
+    from keras_solov2.layers.spatial import resize
+
+    rng = np.random.default_rng(3)
+    pyramid = [
+        rng.normal(size=(1, s, s + s // 2, 16)).astype("float32")
+        for s in (16, 8, 4, 2, 1)
+    ]
+    kwargs = dict(feat_channels=16, stacked_convs=1, kernel_channels=8, num_groups=8)
+    five = KernelCategoryHead((6, 5, 4, 3, 2), **kwargs)
+    five(pyramid)
+    three = KernelCategoryHead((6, 5, 4), **kwargs)
+    three(pyramid[:3])
+    three.set_weights(five.get_weights())  # the towers are shared by all levels
+    categories, kernels = three(pyramid[:3])
+    assert [tuple(c.shape) for c in categories] == [(1, s, s, 16) for s in (6, 5, 4)]
+    assert tuple(kernels.shape) == (1, 36 + 25 + 16, 8)
+    # The five-level head whose third input is already at the second's size:
+    # its third level must then equal the three-level head's last one.
+    pyramid_b = list(pyramid)
+    pyramid_b[2] = np.asarray(resize(pyramid[2], pyramid[1].shape[1:3], "bilinear"))
+    categories_b, kernels_b = five(pyramid_b)
+    for level in range(3):
+        np.testing.assert_allclose(
+            np.asarray(categories[level]), np.asarray(categories_b[level]), atol=1e-5
+        )
+    np.testing.assert_allclose(
+        np.asarray(kernels), np.asarray(kernels_b)[:, : 36 + 25 + 16], atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"got 4 pyramid levels.*has 5"):
+        five(pyramid[:4])
+    with pytest.raises(ValueError, match="at least 2"):
+        KernelCategoryHead((6,), **kwargs)
+
+
+def test_backbone_rejects_num_grids_that_do_not_match_the_pyramid():
+    with pytest.raises(ValueError, match=r"5 pyramid levels.*has 4"):
+        keras_solov2.SOLOv2Backbone(
+            depth=18,
+            stage_blocks=(1, 1, 1, 1),
+            base_channels=8,
+            fpn_channels=32,
+            num_grids=(8, 6, 4, 3),
+            head_channels=32,
+            stacked_convs=1,
+            kernel_channels=16,
+            mask_feature_channels=16,
+            num_groups=8,
+        )
 
 
 def numpy_point_nms(scores, grids):

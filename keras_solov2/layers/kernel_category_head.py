@@ -7,9 +7,12 @@ from keras_solov2.layers.spatial import append_coordinates, resize, spatial_size
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
 class KernelCategoryHead(keras.layers.Layer):
-    """SOLOv2's kernel branch and category-tower trunk, shared over 5 levels.
+    """SOLOv2's kernel branch and category-tower trunk, shared over the levels.
 
-    Per level: P2 is first resized to P3's size and P6 to P5's size (bilinear).
+    There is one pyramid level per entry of `num_grids` (5 in SOLOv2:
+    P2..P6). Per level: the first level is first resized to the second's size
+    and the last to the one before it (bilinear; P2 to P3's size and P6 to
+    P5's, as in mmdetection's `resize_feats`).
     The coordinate channels `[x, y]` are appended, the result is resized to
     `S x S` (bilinear, align_corners=False), the kernel tower sees all
     channels and the category tower the same tensor without the two
@@ -20,7 +23,8 @@ class KernelCategoryHead(keras.layers.Layer):
     that the class-agnostic part can be reused with another label set.
 
     Args:
-        num_grids: tuple of ints. Grid size S per level. Defaults to
+        num_grids: tuple of ints. Grid size S per level, at least 2 levels;
+            their number is the number of inputs. Defaults to
             `(40, 36, 24, 16, 12)`.
         feat_channels: int. Tower width. Defaults to `512`.
         stacked_convs: int. Convs per tower. Defaults to `4`.
@@ -29,12 +33,20 @@ class KernelCategoryHead(keras.layers.Layer):
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        inputs: list of 5 NHWC tensors `[P2, P3, P4, P5, P6]`.
+        inputs: list of `len(num_grids)` NHWC tensors, finest first
+            (`[P2, P3, P4, P5, P6]`).
 
     Returns:
-        `(category_features, kernels)`: a list of 5 tensors
+        `(category_features, kernels)`: a list of `len(num_grids)` tensors
         `(batch, S, S, feat_channels)` and a tensor `(batch, sum(S^2), E)`
         with the cells of all levels in row-major order, level by level.
+
+    Example:
+    >>> head = keras_solov2.layers.KernelCategoryHead(
+    ...     num_grids=(12, 8, 4), feat_channels=64, stacked_convs=2,
+    ...     kernel_channels=32, num_groups=8)
+    >>> pyramid = [keras.random.normal((1, s, s, 32)) for s in (32, 16, 8)]
+    >>> category_features, kernels = head(pyramid)  # kernels: (1, 224, 32)
 
     Reference: SOLOv2 §2.1.1, arXiv 2003.10152.
     """
@@ -50,6 +62,11 @@ class KernelCategoryHead(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.num_grids = tuple(int(s) for s in num_grids)
+        if len(self.num_grids) < 2 or min(self.num_grids) < 1:
+            raise ValueError(
+                "`num_grids` needs a positive grid size for each of at least 2 "
+                f"pyramid levels; got {tuple(num_grids)}."
+            )
         self.feat_channels = feat_channels
         self.stacked_convs = stacked_convs
         self.kernel_channels = kernel_channels
@@ -78,7 +95,16 @@ class KernelCategoryHead(keras.layers.Layer):
             name="conv_kernel",
         )
 
+    def _check_levels(self, num_inputs):
+        if num_inputs != len(self.num_grids):
+            raise ValueError(
+                f"{self.name}: got {num_inputs} pyramid levels but num_grids="
+                f"{self.num_grids} has {len(self.num_grids)}: one grid size per "
+                "level."
+            )
+
     def build(self, input_shape):
+        self._check_levels(len(input_shape))
         channels = input_shape[0][-1]
         b = input_shape[0][0]
         for convs, in_channels in (
@@ -91,16 +117,12 @@ class KernelCategoryHead(keras.layers.Layer):
         self.conv_kernel.build((b, None, None, self.feat_channels))
 
     def call(self, inputs):
-        p2, p3, p4, p5, p6 = inputs
-        levels = [
-            resize(p2, spatial_size(p3), "bilinear"),
-            p3,
-            p4,
-            p5,
-            resize(p6, spatial_size(p5), "bilinear"),
-        ]
+        self._check_levels(len(inputs))
+        levels = list(inputs)
+        levels[0] = resize(inputs[0], spatial_size(inputs[1]), "bilinear")
+        levels[-1] = resize(inputs[-1], spatial_size(inputs[-2]), "bilinear")
         category_features, kernels = [], []
-        for x, grid in zip(levels, self.num_grids):
+        for x, grid in zip(levels, self.num_grids, strict=True):
             x = resize(append_coordinates(x), (grid, grid), "bilinear")
             kernel_x = x
             for conv in self.kernel_convs:
@@ -116,6 +138,7 @@ class KernelCategoryHead(keras.layers.Layer):
         return category_features, ops.concatenate(kernels, axis=1)
 
     def compute_output_shape(self, input_shape):
+        self._check_levels(len(input_shape))
         b = input_shape[0][0]
         cells = sum(s * s for s in self.num_grids)
         cats = [(b, s, s, self.feat_channels) for s in self.num_grids]
