@@ -57,9 +57,16 @@ class _Tensor:
         self.array = np.array(array, order="C")  # keeps 0-d arrays 0-d
 
 
-class _Call:
-    def __init__(self, function, args):
-        self.function, self.args = function, args
+class PickledCall:
+    """Pickles as `function(*args)`: a plain `pickle.load` would call it.
+
+    Put one anywhere in the object given to `write_torch_checkpoint` (as the
+    state dict, or as one of its entries) to test that the reader refuses it
+    without calling it.
+    """
+
+    def __init__(self, function, args=()):
+        self.function, self.args = function, tuple(args)
 
     def __reduce__(self):
         return self.function, self.args
@@ -70,7 +77,8 @@ def write_torch_checkpoint(path, obj, extra_calls=()):
 
     `extra_calls` are `(function, args)` pairs pickled as top-level entries
     `__extra_<i>__` that would call `function(*args)` when unpickled by a
-    plain `pickle.load`, to test that the reader never does.
+    plain `pickle.load`, to test that the reader never does. A `PickledCall`
+    inside `obj` does the same in place.
     """
     storages = []
 
@@ -110,7 +118,7 @@ def write_torch_checkpoint(path, obj, extra_calls=()):
 
         payload = wrap(obj)
         for i, (function, args) in enumerate(extra_calls):
-            payload[f"__extra_{i}__"] = _Call(function, args)
+            payload[f"__extra_{i}__"] = PickledCall(function, args)
         buffer = io.BytesIO()
         Pickler(buffer, protocol=2).dump(payload)
     with zipfile.ZipFile(path, "w") as archive:

@@ -15,7 +15,8 @@ def from_mmdet(checkpoint_path, architecture="r50", progress=True):
     (`keras_solov2.convert.torch_checkpoint`). Keys of mmdetection 2.x/3.x and
     of the original WXinlong/SOLO code are accepted. The number of classes is
     read from the classifier, and the class names from the checkpoint's
-    metadata when present.
+    metadata when present; names whose count differs from the classifier's
+    are left out with a warning naming the file.
 
     Args:
         checkpoint_path: str. A `.pth` file.
@@ -48,7 +49,7 @@ def from_mmdet(checkpoint_path, architecture="r50", progress=True):
             "bbox_head.solo_cate.weight); is this a SOLOv2 checkpoint?"
         )
     num_classes = int(np.shape(state[classifier[0]])[0])
-    class_names = _class_names(meta, num_classes)
+    class_names = _class_names(meta, num_classes, checkpoint_path)
     model = SOLOv2.from_preset(
         architecture,
         load_weights=False,
@@ -59,10 +60,37 @@ def from_mmdet(checkpoint_path, architecture="r50", progress=True):
     return model
 
 
-def _class_names(meta, num_classes):
+def _class_names(meta, num_classes, checkpoint_path):
+    """The class names of the checkpoint's metadata, or `None` with a warning.
+
+    mmdetection 3.x keeps them in `meta["dataset_meta"]["classes"]`, 2.x and
+    the original SOLO in `meta["CLASSES"]`.
+    """
     if not isinstance(meta, dict):
         return None
-    names = meta.get("dataset_meta", {}).get("classes") or meta.get("CLASSES")
-    if names is not None and len(names) == num_classes:
-        return [str(n) for n in names]
-    return None
+    dataset_meta = meta.get("dataset_meta")
+    names = dataset_meta.get("classes") if isinstance(dataset_meta, dict) else None
+    if names is None:
+        names = meta.get("CLASSES")
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(
+        isinstance(n, str) for n in names
+    ):
+        warnings.warn(
+            f"{checkpoint_path}: the class names in the checkpoint's metadata are "
+            f"{names!r:.100}, not a list of strings; the converted model has no "
+            "class_names.",
+            stacklevel=3,
+        )
+        return None
+    if len(names) != num_classes:
+        warnings.warn(
+            f"{checkpoint_path}: the checkpoint's metadata lists {len(names)} class "
+            f"names but its classifier has {num_classes} classes; the converted "
+            "model has no class_names. Pass the right ones with "
+            "`keras_solov2.SOLOv2.from_preset(preset_dir, class_names=[...])`.",
+            stacklevel=3,
+        )
+        return None
+    return list(names)

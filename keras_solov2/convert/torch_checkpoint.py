@@ -6,9 +6,10 @@ pickle with a restricted unpickler: it rebuilds tensors from the raw
 storages with numpy, allows plain containers, and never imports or calls
 anything else. Any other global becomes an inert `RefusedObject`; one inside
 the state dict is an error, one elsewhere (checkpoint metadata) is reported.
-torch itself is not needed. Legacy (pre-1.6, non-zip) checkpoints need torch:
-they are read with `torch.load(..., weights_only=True)` when torch is
-installed, and give a clear error otherwise.
+torch itself is not needed. Legacy (pre-1.6, non-zip) checkpoints need torch
+(the `torch` extra, `pip install 'keras-solov2[torch]'`): they are read with
+`torch.load(..., weights_only=True)` when torch is installed, and give a
+clear error otherwise.
 """
 
 import collections
@@ -61,7 +62,11 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     size, stride = tuple(size), tuple(stride)
     if not size:
         return np.array(storage[storage_offset])
-    count = 1 + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else 0
+    count = (
+        1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if all(size)
+        else 0
+    )
     flat = storage[storage_offset : storage_offset + count]
     strides = tuple(s * flat.itemsize for s in stride)
     return np.lib.stride_tricks.as_strided(flat, shape=size, strides=strides).copy()
@@ -160,10 +165,17 @@ def _read_legacy(path):
     except ImportError:
         raise ValueError(
             f"{path} is a legacy (pre-zip) PyTorch checkpoint. Reading it needs torch: "
-            "`pip install torch`, or re-save it with torch>=1.6 "
+            "`pip install 'keras-solov2[torch]'`, or re-save it with torch>=1.6 "
             "(`torch.save(torch.load(p, weights_only=True), p)`)."
         ) from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a bad file
+        raise ValueError(
+            f"{path} is neither a PyTorch zip checkpoint nor a legacy one that "
+            f"torch.load(weights_only=True) can read: {type(error).__name__}: "
+            f"{error}"
+        ) from error
 
     def to_numpy(value):
         if isinstance(value, torch.Tensor):
@@ -187,22 +199,37 @@ def load_state_dict(path):
         `(state_dict, meta, refused)`.
 
     Raises:
-        ValueError: when the state dict holds anything but arrays, naming the
-            key.
+        ValueError: naming the file, when the checkpoint or its state dict
+            is not a dict, or when the state dict holds anything but arrays
+            (then naming the key). A refused global (a pickled call of
+            anything but the tensor rebuilders) is named as `module.name`;
+            it was never imported or called.
     """
     obj, refused = read_torch_checkpoint(path)
     if isinstance(obj, dict) and "state_dict" in obj:
         state, meta = obj["state_dict"], obj.get("meta", {})
-    elif isinstance(obj, dict):
-        state, meta = obj, {}
+        where = "its state_dict"
     else:
+        state, meta = obj, {}
+        where = "the checkpoint"
+    if not isinstance(state, dict):
         raise ValueError(
-            f"{path}: expected a dict checkpoint, got {type(obj).__name__}."
+            f"{path}: {where} is {_describe(state)}, not a dict of tensors; the "
+            "file is not a plain PyTorch checkpoint."
         )
     for key, value in state.items():
         if not isinstance(value, np.ndarray):
             raise ValueError(
-                f"{path}: state_dict entry {key!r} is {value!r}, not a tensor. The "
-                "reader only accepts tensors in the state dict."
+                f"{path}: state_dict entry {key!r} is {_describe(value)}, not a "
+                "tensor. The reader only accepts tensors in the state dict."
             )
     return dict(state), meta, refused
+
+
+def _describe(value):
+    if isinstance(value, RefusedObject):
+        return (
+            f"a refused global {value.name} (a pickled object or call that "
+            "would run code when unpickled; it was not imported or called)"
+        )
+    return f"{value!r:.80} (a {type(value).__name__})"

@@ -77,10 +77,22 @@ def sha256sum(path, chunk=1 << 20):
 
 
 def verify_sha256(path, sha256=None, sha256_prefix=None):
-    """Raises `ValueError` when the file's sha256 disagrees with the given hash."""
+    """Checks a file against its expected sha256 and returns the actual one.
+
+    Args:
+        path: str. The file.
+        sha256: optional str. The full hex digest.
+        sha256_prefix: optional str. The digest's first characters (the
+            8 that mmdetection puts in its file names). Used when `sha256`
+            is not given.
+
+    Raises:
+        ValueError: naming the file, when neither hash is given (a file is
+            never accepted unchecked), or when the file's sha256 disagrees.
+    """
+    expected = _expected_hash(path, sha256, sha256_prefix)
     actual = sha256sum(path)
-    expected = sha256 or sha256_prefix
-    if expected and not actual.startswith(expected.lower()):
+    if not actual.startswith(expected):
         raise ValueError(
             f"{path}: sha256 {actual} does not match the expected "
             f"{'hash' if sha256 else 'prefix'} {expected}. The file is corrupt or not "
@@ -89,11 +101,24 @@ def verify_sha256(path, sha256=None, sha256_prefix=None):
     return actual
 
 
+def _expected_hash(path, sha256, sha256_prefix):
+    expected = (sha256 or sha256_prefix or "").strip().lower()
+    if not expected:
+        raise ValueError(
+            f"{path}: no sha256 to check it against. Give `sha256` (or "
+            "`sha256_prefix`) for every downloaded file."
+        )
+    return expected
+
+
 def download(url, path, sha256=None, sha256_prefix=None, progress=True):
     """Downloads `url` to `path` (atomically) and checks its sha256.
 
     An existing file at `path` is checked and reused. `file://` URLs work.
+    `sha256` or `sha256_prefix` is required (see `verify_sha256`); without
+    either, nothing is downloaded.
     """
+    _expected_hash(path, sha256, sha256_prefix)
     if os.path.exists(path):
         verify_sha256(path, sha256, sha256_prefix)
         return path

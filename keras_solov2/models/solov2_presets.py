@@ -19,6 +19,18 @@ COCO_CLASS_NAMES = (
     "hair drier", "toothbrush",
 )  # fmt: skip
 
+# The official COCO 2017 category id of each class of `COCO_CLASS_NAMES`, in
+# the same order: 1..90 without the 10 ids that COCO left unused (12, 26, 29,
+# 30, 45, 66, 68, 69, 71, 83). Label `k` of a COCO model is category
+# `COCO_CATEGORY_IDS[k]`.
+COCO_CATEGORY_IDS = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+    24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46,
+    47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
+    67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89,
+    90,
+)  # fmt: skip
+
 FULL_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
 LIGHT_SCALE_RANGES = ((1, 56), (28, 112), (56, 224), (112, 448), (224, 896))
 FULL_TRAIN_SCALES = tuple((1333, s) for s in (800, 768, 736, 704, 672, 640))
@@ -117,4 +129,5 @@ PRESETS = {
 for _name, _preset in PRESETS.items():
     _preset["num_classes"] = 80
     _preset["class_names"] = COCO_CLASS_NAMES
+    _preset["category_ids"] = COCO_CATEGORY_IDS
     _preset["test_scale"] = ARCHITECTURES[_preset["architecture"]]["task"]["test_scale"]
