@@ -2,7 +2,8 @@
 
 The expected values come from `tests/fixtures/matrix_nms_test.npz`, written by
 mmdet 3.3.0 itself (see `tests/fixtures/matrix_nms_test.json` for each case's
-arguments and /work/shared/reference/mmdet/README.md for how it was made).
+arguments, and `../shared/reference/mmdet/README.md`, in the project's shared
+folder next to the repository, for how it was made).
 """
 
 import json
@@ -351,6 +352,7 @@ def test_invalid_kernel():
         MatrixNMS(kernel="hard")
 
 
+@pytest.mark.tflite
 def test_tflite_builtins_only(tmp_path):
     """keras.export -> SavedModel -> TFLite with builtin ops only, then run."""
     tf = pytest.importorskip("tensorflow")
@@ -413,6 +415,7 @@ for case in sorted(t.CASES):
 """
 
 
+@pytest.mark.jax
 def test_jax_backend_under_jit():
     """The fixture cases on the JAX backend, inside `jax.jit` (subprocess)."""
     pytest.importorskip("jax")
