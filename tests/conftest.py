@@ -38,9 +38,9 @@ def tiny_model(num_classes=3, test_scale=None, **kwargs):
 
 
 def rectangle_batch(batch=2, size=64, max_instances=4):
-    """Images with filled rectangles and matching targets (numpy)."""
+    """Raw 0..255 images with filled rectangles and matching targets (numpy)."""
     rng = np.random.default_rng(0)
-    images = rng.normal(0, 0.3, (batch, size, size, 3)).astype("float32")
+    images = rng.normal(110.0, 15.0, (batch, size, size, 3))
     masks = np.zeros((batch, max_instances, size, size), np.uint8)
     labels = np.full((batch, max_instances), -1, np.int32)
     boxes = np.zeros((batch, max_instances, 4), np.float32)
@@ -52,7 +52,8 @@ def rectangle_batch(batch=2, size=64, max_instances=4):
             masks[b, m, y1:y2, x1:x2] = 1
             labels[b, m] = (b + m) % 3
             boxes[b, m] = (x1, y1, x2, y2)
-            images[b, y1:y2, x1:x2, labels[b, m]] += 2.0
+            images[b, y1:y2, x1:x2, labels[b, m]] += 120.0
+    images = np.clip(np.round(images), 0, 255).astype("float32")
     return images, {"masks": masks, "labels": labels, "boxes": boxes}
 
 

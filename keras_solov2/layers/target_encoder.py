@@ -2,9 +2,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_solov2.layers.live_settings import LiveSettings
+
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
-class SOLOv2TargetEncoder(keras.layers.Layer):
+class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
     """Assigns SOLOv2 training targets, vectorised over images, instances, cells.
 
     Follows mmdetection's `SOLOV2Head._get_targets_single` exactly, but with
@@ -26,6 +28,11 @@ class SOLOv2TargetEncoder(keras.layers.Layer):
 
     Static shapes: pairs are compacted to `max_positives` per image. Pairs
     beyond the cap are dropped and counted in `positives_overflow`.
+
+    `scale_ranges`, `sigma` and `max_positives` are settings
+    (`SOLOv2TargetEncoder.SETTINGS`): validated whenever they are set and read
+    at call time, so changing them on a built `keras_solov2.SOLOv2` takes
+    effect at the next training step.
 
     Args:
         num_grids: tuple of ints. Grid size S per level.
@@ -64,18 +71,38 @@ class SOLOv2TargetEncoder(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.num_grids = tuple(int(s) for s in num_grids)
-        self.scale_ranges = tuple(tuple(float(v) for v in r) for r in scale_ranges)
-        if len(self.num_grids) != len(self.scale_ranges):
-            raise ValueError(
-                "`num_grids` and `scale_ranges` need one entry per level; got "
-                f"{len(self.num_grids)} and {len(self.scale_ranges)}."
-            )
-        self.sigma = float(sigma)
+        self.scale_ranges = scale_ranges
+        self.sigma = sigma
         self.mask_stride = int(mask_stride)
-        self.max_positives = int(max_positives)
+        self.max_positives = max_positives
         offsets = np.cumsum([0] + [s * s for s in self.num_grids])
         self._level_offsets = [int(o) for o in offsets[:-1]]
         self.num_cells = int(offsets[-1])
+
+    SETTINGS = ("scale_ranges", "sigma", "max_positives")
+
+    def validate_setting(self, name, value):
+        if name == "scale_ranges":
+            try:
+                value = tuple(tuple(float(v) for v in r) for r in value)
+            except (TypeError, ValueError):
+                value = ((),)
+            if len(value) != len(self.num_grids) or any(
+                len(r) != 2 or not 0 <= r[0] <= r[1] for r in value
+            ):
+                raise ValueError(
+                    "`scale_ranges` needs one (lower, upper) pair per level, with "
+                    f"0 <= lower <= upper; got {value!r} for {len(self.num_grids)} "
+                    f"levels (num_grids {self.num_grids})."
+                )
+            return value
+        if name == "sigma":
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"`sigma` must be in (0, 1], got {value!r}.")
+            return float(value)
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"`max_positives` must be an int >= 1, got {value!r}.")
+        return int(value)
 
     def call(self, masks, labels, boxes, mask_size):
         h, w = mask_size
@@ -111,7 +138,7 @@ class SOLOv2TargetEncoder(keras.layers.Layer):
 
         covers, pair_cells, pair_valid = [], [], []
         for level, (grid, (lower, upper)) in enumerate(
-            zip(self.num_grids, self.scale_ranges)
+            zip(self.num_grids, self.scale_ranges, strict=True)
         ):
             cell_size = np.float32(1.0 / grid)
 
