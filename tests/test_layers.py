@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_model
 
-import keras_solov2
 from keras_solov2.layers import (
     FeaturePyramid,
     GroupNormalization4D,
@@ -148,18 +148,7 @@ def test_kernel_category_head_levels_follow_num_grids():
 
 def test_backbone_rejects_num_grids_that_do_not_match_the_pyramid():
     with pytest.raises(ValueError, match=r"5 pyramid levels.*has 4"):
-        keras_solov2.SOLOv2Backbone(
-            depth=18,
-            stage_blocks=(1, 1, 1, 1),
-            base_channels=8,
-            fpn_channels=32,
-            num_grids=(8, 6, 4, 3),
-            head_channels=32,
-            stacked_convs=1,
-            kernel_channels=16,
-            mask_feature_channels=16,
-            num_groups=8,
-        )
+        tiny_model(num_grids=(8, 6, 4, 3))  # the FPN gives 5 levels
 
 
 def numpy_point_nms(scores, grids):
