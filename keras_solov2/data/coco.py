@@ -19,8 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 import tensorflow as tf
-from pycocotools import mask as mask_utils
 
+from keras_solov2.data.annotations import (
+    annotation_problem,
+    instance_boxes,
+    instance_masks,
+    warn_truncation,
+)
 from keras_solov2.data.images import (
     ImageError,
     apply_orientation,
@@ -44,53 +49,17 @@ SKIP_REASONS = (
     "image_skipped",
 )
 IMAGE_SKIP_REASONS = ("missing_file", "unreadable_image", "size_mismatch")
-# A bbox whose IoU with its mask's tight box is below this is reported. Real
-# COCO annotations go down to 0.70 on small objects (coco_mini); a box in the
-# wrong format or for the wrong object falls far below.
-BBOX_MIN_IOU = 0.5
 
 
-def _box_iou(a, b):
-    """IoU of two `[x, y, w, h]` boxes."""
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+class _InvalidAnnotation(Exception):
+    """One annotation `CocoDataset` cannot use: `reason` (of `SKIP_REASONS`)."""
+
+    def __init__(self, reason, detail):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
-def _annotation_rle(segmentation, height: int, width: int) -> dict:
-    """Merged RLE of a COCO segmentation, exactly as `COCO.annToRLE` builds it.
-
-    Raises:
-        ValueError: for malformed segmentations (the message says why).
-    """
-    if isinstance(segmentation, list):
-        polygons = []
-        for polygon in segmentation:
-            if not isinstance(polygon, (list, tuple)) or len(polygon) % 2:
-                raise ValueError("polygon with an odd number of coordinates")
-            # Fewer than 3 points enclose no area; `frPyObjects` would also
-            # misread a 4-number list as a box.
-            if len(polygon) >= 6:
-                polygons.append([float(v) for v in polygon])
-        if not polygons:
-            return mask_utils.encode(np.zeros((height, width), np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if isinstance(segmentation, dict) and "counts" in segmentation:
-        size = [int(v) for v in segmentation.get("size", ())]
-        if size != [height, width]:
-            raise ValueError(
-                f"RLE size {segmentation.get('size')} differs from the image "
-                f"size [{height}, {width}]"
-            )
-        if isinstance(segmentation["counts"], list):
-            return mask_utils.frPyObjects(segmentation, height, width)
-        counts = segmentation["counts"]
-        if isinstance(counts, str):
-            counts = counts.encode("ascii")
-        return {"size": size, "counts": counts}
-    raise ValueError(f"unsupported segmentation type {type(segmentation).__name__}")
+# -----------------------------------------------------------------------------
 
 
 # -----------------------------------------------------------------------------
@@ -170,14 +139,35 @@ class CocoDataset:
             check_images = on_invalid == "skip"
         with tf.io.gfile.GFile(self.annotation_file) as f:
             data = json.load(f)
+        self._read_categories(data.get("categories", []))
+        self._records, index_of = self._read_image_entries(data.get("images", []))
+        skipped_images = self._check_images(check_files, check_images, progress)
+        annotations = data.get("annotations", [])
+        self.stats = {
+            "images": 0,
+            "skipped_images": skipped_images,
+            "annotations": len(annotations),
+            "instances": 0,
+            "crowd": 0,
+            "skipped": {reason: 0 for reason in SKIP_REASONS},
+            "images_without_instances": 0,
+            "negatives_left_out": 0,
+            "max_instances": None,
+            "truncated_images": 0,
+            "truncated_instances": 0,
+        }
+        self._read_annotations(annotations, index_of)
+        self._finish()
 
-        for position, category in enumerate(data.get("categories", [])):
+    def _read_categories(self, categories):
+        """Maps category ids, ascending, to the contiguous labels `0..K-1`."""
+        for position, category in enumerate(categories):
             if "id" not in category:
                 raise ValueError(
                     f"Entry {position} of 'categories' in '{self.annotation_file}' "
                     f"({category}) has no id."
                 )
-        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        categories = sorted(categories, key=lambda c: c["id"])
         ids = [int(c["id"]) for c in categories]
         if len(set(ids)) != len(ids):
             raise ValueError(f"Duplicate category ids in '{self.annotation_file}'.")
@@ -185,9 +175,11 @@ class CocoDataset:
         self._class_names = [str(c.get("name", c["id"])) for c in categories]
         self._label_of = {cid: label for label, cid in enumerate(ids)}
 
+    def _read_image_entries(self, images):
+        """One record per `images` entry, and `{image id: record position}`."""
         records = []
         index_of = {}
-        for position, image in enumerate(data.get("images", [])):
+        for position, image in enumerate(images):
             missing = [
                 k for k in ("id", "file_name", "height", "width") if k not in image
             ]
@@ -215,16 +207,20 @@ class CocoDataset:
                     "instances": [],
                 }
             )
+        return records, index_of
+
+    def _check_images(self, check_files, check_images, progress):
+        """Raises on a bad image file, or marks it skipped; the skip counts."""
         self.skipped_images = []
         skipped_images = {reason: 0 for reason in IMAGE_SKIP_REASONS}
-        for record, problem in zip(
-            records,
-            self._check_image_files(records, check_files, check_images, progress),
-        ):
+        problems = self._check_image_files(
+            self._records, check_files, check_images, progress
+        )
+        for record, problem in zip(self._records, problems):
             if problem is None:
                 continue
             reason, detail = problem
-            if on_invalid == "raise":
+            if self.on_invalid == "raise":
                 error = FileNotFoundError if reason == "missing_file" else ImageError
                 raise error(
                     f"{detail} Fix or remove the image, or pass on_invalid='skip' "
@@ -235,111 +231,93 @@ class CocoDataset:
             self.skipped_images.append(
                 (record["id"], record["file_name"], reason, detail)
             )
-        self._records = records
+        return skipped_images
 
-        annotations = data.get("annotations", [])
+    def _read_annotations(self, annotations, index_of):
+        """Keeps each valid annotation as an instance of its image record.
+
+        Crowd annotations are counted; an invalid one raises or is skipped
+        and counted (`on_invalid`).
+        """
         self.skipped_annotations = []
-        stats = {
-            "images": 0,
-            "skipped_images": skipped_images,
-            "annotations": len(annotations),
-            "instances": 0,
-            "crowd": 0,
-            "skipped": {reason: 0 for reason in SKIP_REASONS},
-            "images_without_instances": 0,
-            "negatives_left_out": 0,
-            "max_instances": None,
-            "truncated_images": 0,
-            "truncated_instances": 0,
-        }
         for ann in annotations:
-            ann_id = ann.get("id")
-            image_id = ann.get("image_id")
-            index = index_of.get(image_id)
+            index = index_of.get(ann.get("image_id"))
             record = None if index is None else self._records[index]
-            file_name = "?" if record is None else record["file_name"]
-
-            def invalid(
-                reason, detail, ann_id=ann_id, image_id=image_id, file_name=file_name
-            ):
-                if self.on_invalid == "raise":
-                    raise ValueError(
-                        f"Annotation id {ann_id} (image id {image_id}, file "
-                        f"'{file_name}') in '{self.annotation_file}': {detail}. "
-                        "Fix the annotation or pass on_invalid='skip' to skip "
-                        "and count such annotations."
-                    )
-                stats["skipped"][reason] += 1
-                self.skipped_annotations.append((ann_id, reason, detail))
-
-            if record is None:
-                invalid("unknown_image_id", f"unknown image_id {image_id}")
-                continue
-            category_id = ann.get("category_id")
-            if category_id not in self._label_of:
-                invalid(
-                    "unknown_category_id",
-                    f"unknown category_id {category_id} (known ids: "
-                    f"{self._category_ids[:5]}...{self._category_ids[-3:]})",
-                )
-                continue
-            if ann.get("iscrowd", 0):
-                stats["crowd"] += 1
-                continue
-            if record.get("skipped"):
-                invalid("image_skipped", f"its image was skipped ({file_name})")
-                continue
-            height, width = record["height"], record["width"]
             try:
-                rle = _annotation_rle(ann.get("segmentation"), height, width)
-            except Exception as e:  # pycocotools raises bare Exceptions.
-                invalid("invalid_segmentation", f"invalid segmentation ({e})")
+                instance = self._instance(ann, record)
+            except _InvalidAnnotation as invalid:
+                self._report_invalid(ann, record, invalid)
                 continue
-            if int(mask_utils.area(rle)) == 0:
-                invalid("empty_mask", "the segmentation decodes to an empty mask")
-                continue
-            bbox = ann.get("bbox")
-            if (
-                not isinstance(bbox, (list, tuple))
-                or len(bbox) != 4
-                or not np.all(np.isfinite(bbox))
-                or bbox[2] <= 0
-                or bbox[3] <= 0
-            ):
-                invalid("invalid_bbox", f"invalid bbox {bbox} (need [x, y, w>0, h>0])")
-                continue
-            mask_box = mask_utils.toBbox(rle)
-            overlap = _box_iou(np.asarray(bbox, np.float64), mask_box)
-            if overlap < BBOX_MIN_IOU:
-                invalid(
-                    "bbox_mask_mismatch",
-                    f"bbox {list(bbox)} disagrees with its mask's box "
-                    f"{[round(float(v), 1) for v in mask_box]} (IoU {overlap:.2f}; "
-                    "both [x, y, width, height] in pixels; is the bbox in another "
-                    "format?)",
-                )
-                continue
-            record["instances"].append(
-                {
-                    "id": ann_id,
-                    "label": self._label_of[category_id],
-                    "bbox": [float(v) for v in bbox],
-                    "segmentation": ann["segmentation"],
-                }
+            if instance is None:
+                self.stats["crowd"] += 1
+            else:
+                record["instances"].append(instance)
+                self.stats["instances"] += 1
+
+    def _instance(self, ann, record):
+        """The kept instance of `ann`, or `None` for a crowd annotation.
+
+        Raises:
+            _InvalidAnnotation: with its reason and what is wrong.
+        """
+        if record is None:
+            image_id = ann.get("image_id")
+            raise _InvalidAnnotation("unknown_image_id", f"unknown image_id {image_id}")
+        category_id = ann.get("category_id")
+        if category_id not in self._label_of:
+            raise _InvalidAnnotation(
+                "unknown_category_id",
+                f"unknown category_id {category_id} (known ids: "
+                f"{self._category_ids[:5]}...{self._category_ids[-3:]})",
             )
-            stats["instances"] += 1
+        if ann.get("iscrowd", 0):
+            return None
+        if record.get("skipped"):
+            raise _InvalidAnnotation(
+                "image_skipped", f"its image was skipped ({record['file_name']})"
+            )
+        bbox = ann.get("bbox")
+        problem = annotation_problem(
+            ann.get("segmentation"), bbox, record["height"], record["width"]
+        )
+        if problem is not None:
+            raise _InvalidAnnotation(*problem)
+        return {
+            "id": ann.get("id"),
+            "label": self._label_of[category_id],
+            "bbox": [float(v) for v in bbox],
+            "segmentation": ann["segmentation"],
+        }
+
+    def _report_invalid(self, ann, record, invalid):
+        """Raises (`on_invalid="raise"`) or counts a skipped annotation."""
+        ann_id = ann.get("id")
+        if self.on_invalid == "raise":
+            file_name = "?" if record is None else record["file_name"]
+            raise ValueError(
+                f"Annotation id {ann_id} (image id {ann.get('image_id')}, file "
+                f"'{file_name}') in '{self.annotation_file}': {invalid.detail}. "
+                "Fix the annotation or pass on_invalid='skip' to skip and count "
+                "such annotations."
+            )
+        self.stats["skipped"][invalid.reason] += 1
+        self.skipped_annotations.append((ann_id, invalid.reason, invalid.detail))
+
+    def _finish(self):
+        """Drops the skipped images, counts the rest, warns about skips."""
+        stats = self.stats
         self._records = [r for r in self._records if not r.get("skipped")]
         stats["images"] = len(self._records)
         stats["images_without_instances"] = sum(
             1 for r in self._records if not r["instances"]
         )
-        self.stats = stats
         if self.skipped_images:
+            skipped_images = {k: v for k, v in stats["skipped_images"].items() if v}
             warnings.warn(
                 f"{len(self.skipped_images)} image(s) of '{self.annotation_file}' "
-                f"were skipped: { {k: v for k, v in skipped_images.items() if v} }. "
+                f"were skipped: {skipped_images}. "
                 "They are listed in `CocoDataset.skipped_images`.",
-                stacklevel=2,
+                stacklevel=3,
             )
         skipped = sum(stats["skipped"].values())
         if skipped:
@@ -347,7 +325,7 @@ class CocoDataset:
                 f"{skipped} annotation(s) in '{self.annotation_file}' were "
                 f"skipped: { {k: v for k, v in stats['skipped'].items() if v} }. "
                 "Their ids are in `CocoDataset.skipped_annotations`.",
-                stacklevel=2,
+                stacklevel=3,
             )
 
     def _image_problem(self, record, raw):
@@ -525,13 +503,11 @@ class CocoDataset:
         rows = (2 * (int(offset[0]) + np.arange(wh, dtype=np.int64)) + 1) * h
         cols = (2 * (int(offset[1]) + np.arange(ww, dtype=np.int64)) + 1) * w
         rows, cols = rows // (2 * rh), cols // (2 * rw)
-        rles = [_annotation_rle(inst["segmentation"], h, w) for inst in instances]
-        full = mask_utils.decode(rles)  # (h, w, n)
+        full = instance_masks(instances, h, w)  # (h, w, n)
         masks = np.ascontiguousarray(
             full[rows[:, None], cols[None, :], :].transpose(2, 0, 1)
         )
-        x, y, bw, bh = np.array([inst["bbox"] for inst in instances], np.float64).T
-        return masks, labels, np.stack([x, y, x + bw, y + bh], axis=1)
+        return masks, labels, instance_boxes(instances)
 
     def as_tf_dataset(
         self,
@@ -714,33 +690,6 @@ class CocoDataset:
         if shuffle:
             files = files.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
         return batch_examples(files, load, batch_size, seed, repeat, drop_remainder)
-
-
-def warn_truncation(counts, max_instances, source, stacklevel=1):
-    """Counts and warns about instances beyond `max_instances`.
-
-    Args:
-        counts: instances per image (a sequence), or `{count: images}`.
-        max_instances: int, the instance slots per image.
-        source: str, named in the warning.
-        stacklevel: int, as in `warnings.warn` but counted from the caller.
-
-    Returns:
-        `(truncated_images, truncated_instances)`.
-    """
-    if not isinstance(counts, dict):
-        counts = dict(zip(*np.unique(np.asarray(counts, np.int64), return_counts=True)))
-    over = {int(k): int(v) for k, v in counts.items() if int(k) > max_instances}
-    images = sum(over.values())
-    instances = sum((k - max_instances) * v for k, v in over.items())
-    if images:
-        warnings.warn(
-            f"max_instances={max_instances}: {instances} instance(s) in {images} "
-            f"image(s) of '{source}' are dropped from the targets (the first "
-            "max_instances per image are kept).",
-            stacklevel=stacklevel + 1,
-        )
-    return images, instances
 
 
 def load_coco(annotation_file: str, image_dir: str, **kwargs) -> CocoDataset:

@@ -30,9 +30,13 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from pycocotools import mask as mask_utils
 
-from keras_solov2.data.coco import CocoDataset, _annotation_rle, warn_truncation
+from keras_solov2.data.annotations import (
+    instance_boxes,
+    instance_masks,
+    warn_truncation,
+)
+from keras_solov2.data.coco import CocoDataset
 from keras_solov2.data.images import apply_orientation, decode_rgb
 from keras_solov2.data.transforms import Augmentation, batch_examples, sample_masks
 
@@ -83,20 +87,13 @@ def _example(dataset: CocoDataset, index: int) -> tf.train.Example:
     orientation = dataset.image_orientation(index, raw)
     pngs = []
     if instances:
-        # The same RLEs `CocoDataset` decodes (validated at construction).
-        rles = [_annotation_rle(inst["segmentation"], h, w) for inst in instances]
-        full = mask_utils.decode(rles)  # (h, w, n)
+        # The masks `CocoDataset` decodes (validated at construction).
+        full = instance_masks(instances, h, w)  # (h, w, n)
         pngs = [
             tf.io.encode_png(np.ascontiguousarray(full[:, :, k : k + 1])).numpy()
             for k in range(full.shape[2])
         ]
-    boxes = np.array(
-        [
-            [x, y, x + bw, y + bh]
-            for x, y, bw, bh in (inst["bbox"] for inst in instances)
-        ],
-        np.float64,
-    ).reshape(-1, 4)
+    boxes = instance_boxes(instances)
     features = {
         "image": _bytes([raw]),
         "height": _ints([h]),
