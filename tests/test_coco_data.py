@@ -15,12 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_reference import (
+    assert_mean_padding,
+    bilinear,
+    keep_ratio_size,
+    mmdet_normalized,
+    valid_extent,
+)
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from keras_solov2.data import CocoDataset, generate_shapes_dataset, load_coco
-from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
+from keras_solov2.utils import image_geometry
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
@@ -29,9 +36,7 @@ pytestmark = pytest.mark.filterwarnings(
 FIXTURE = Path(__file__).parent / "fixtures" / "coco_mini"
 ANN_FILE = FIXTURE / "annotations" / "instances_val2017.json"
 IMAGE_DIR = FIXTURE / "val2017"
-MEAN = np.array(PIXEL_MEAN, np.float64)
-STD = np.array(PIXEL_STD, np.float64)
-LEVEL = 1.0 / min(PIXEL_STD)  # one 0..255 step after normalisation
+LEVEL = 1.0  # one step of the 0..255 grid
 
 
 def _json():
@@ -59,30 +64,6 @@ def pil_images(coco):
     return out
 
 
-def _bilinear(image, out_h, out_w):
-    """Half-pixel bilinear resize without antialiasing (cv2 INTER_LINEAR)."""
-    h, w = image.shape[:2]
-
-    def axis(n_out, n_in):
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, src - lo
-
-    y0, y1, wy = axis(out_h, h)
-    x0, x1, wx = axis(out_w, w)
-    top = (
-        image[y0][:, x0] * (1 - wx)[None, :, None]
-        + image[y0][:, x1] * wx[None, :, None]
-    )
-    bottom = (
-        image[y1][:, x0] * (1 - wx)[None, :, None]
-        + image[y1][:, x1] * wx[None, :, None]
-    )
-    out = top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
-    return np.clip(np.round(out), 0, 255)
-
-
 def _nearest(mask, out_h, out_w):
     """Pixel-centre nearest neighbour with exact rational arithmetic."""
     h, w = mask.shape
@@ -91,29 +72,16 @@ def _nearest(mask, out_h, out_w):
     return mask[np.ix_(rows, cols)]
 
 
-def _keep_ratio_size(h, w, scale):
-    """mmcv.imrescale, written out again for the test."""
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
-
-
-def _valid_extent(image):
-    nonzero = np.any(image != 0, axis=-1)
-    rows = np.nonzero(nonzero.any(axis=1))[0]
-    cols = np.nonzero(nonzero.any(axis=0))[0]
-    return rows.max() + 1, cols.max() + 1
-
-
 def _identify(image, coco, pil_images, scales):
-    """Which (image id, scale, flip) produced this normalised canvas."""
-    rh, rw = _valid_extent(image)
+    """Which (image id, scale, flip) produced this raw canvas."""
+    rh, rw = valid_extent(image)
     best = None
     for image_id, pixels in pil_images.items():
         h, w = pixels.shape[:2]
         for s, scale in enumerate(scales):
-            if _keep_ratio_size(h, w, scale) != (rh, rw):
+            if keep_ratio_size(h, w, scale) != (rh, rw):
                 continue
-            expected = (_bilinear(pixels, rh, rw) - MEAN) / STD
+            expected = bilinear(pixels, rh, rw)
             for flip in (False, True):
                 ref = expected[:, ::-1] if flip else expected
                 err = np.abs(image[:rh, :rw] - ref).max()
@@ -170,8 +138,15 @@ def _check_batch(images, targets, coco, pil_images, scales, canvas, m):
                 x1, y1, x2, y2 = boxes[k]
                 assert xs.min() >= math.floor(x1) - 1 and xs.max() < x2 + 1
                 assert ys.min() >= math.floor(y1) - 1 and ys.max() < y2 + 1
-        # Padding of the canvas is zero.
-        assert not images[b, size[0] :].any() and not images[b, :, size[1] :].any()
+        # Raw 0..255 integers, padded with the mean; normalising gives
+        # mmdetection's input exactly (zero padding after normalisation).
+        valid = images[b, : size[0], : size[1]]
+        assert valid.min() >= 0 and valid.max() <= 255
+        np.testing.assert_array_equal(valid, np.round(valid))
+        assert_mean_padding(images[b], *size)
+        np.testing.assert_array_equal(
+            image_geometry.normalize(images[b], np), mmdet_normalized(images[b], *size)
+        )
         seen.append((image_id, s, flip))
     return seen
 
@@ -260,7 +235,7 @@ def test_fit_to_canvas_without_scales(dataset, coco, pil_images):
     images, targets = next(iter(ds))
     for b, image_id in enumerate(dataset.image_ids):
         h, w = coco.imgs[image_id]["height"], coco.imgs[image_id]["width"]
-        rh, rw = _valid_extent(images[b].numpy())
+        rh, rw = valid_extent(images[b].numpy())
         factor = min(320 / h, 352 / w)
         assert (rh, rw) == (int(h * factor + 0.5), int(w * factor + 0.5))
         assert rh == 320 or rw == 352
@@ -286,7 +261,7 @@ def test_flip_moves_image_masks_and_boxes(dataset):
     np.testing.assert_array_equal(unflipped[0], plain[0])
     for b in range(5):
         image = plain[0][b].numpy()
-        rh, rw = _valid_extent(image)
+        rh, rw = valid_extent(image)
         np.testing.assert_array_equal(
             flipped[0][b].numpy()[:rh, :rw], image[:rh, :rw][:, ::-1]
         )
@@ -401,8 +376,131 @@ def test_size_mismatch_raises_when_loading(tmp_path):
 def test_bad_canvas_and_scales(dataset):
     with pytest.raises(ValueError, match="multiple"):
         dataset.as_tf_dataset(batch_size=1, image_size=(500, 512))
-    with pytest.raises(ValueError, match=r"\.jpg.*does not fit"):
+    with pytest.raises(ValueError, match=r"\.jpg.*does not fit.*a 640x640 canvas"):
         dataset.as_tf_dataset(batch_size=1, image_size=(320, 320), scales=(640, 480))
+    # Without scales the canvas is what the images are resized to fit.
+    for kwargs in ({}, {"large_scale_jitter": (0.1, 2.0)}):
+        with pytest.raises(ValueError, match="`image_size`.*required without"):
+            dataset.as_tf_dataset(batch_size=1, **kwargs)
+
+
+def test_raw_images_normalise_to_mmdetection_input(dataset, pil_images):
+    # Fit-to-canvas: both the bottom and the right padding occur.
+    images, _ = next(
+        iter(dataset.as_tf_dataset(batch_size=5, image_size=(512, 544), training=False))
+    )
+    images = images.numpy()
+    assert images.dtype == np.float32
+    for b, image_id in enumerate(dataset.image_ids):
+        h, w = pil_images[image_id].shape[:2]
+        rh, rw = valid_extent(images[b])
+        expected = bilinear(pil_images[image_id], rh, rw)
+        assert np.abs(images[b, :rh, :rw] - expected).max() <= LEVEL
+        # Padded with PIXEL_MEAN, so that normalising gives zero there.
+        assert_mean_padding(images[b], rh, rw)
+        normalized = np.asarray(image_geometry.normalize(images[b], np))
+        np.testing.assert_array_equal(normalized, mmdet_normalized(images[b], rh, rw))
+        assert not normalized[rh:].any() and not normalized[:, rw:].any()
+    assert {valid_extent(i)[0] for i in images} != {512}  # some bottom padding
+    assert {valid_extent(i)[1] for i in images} != {544}  # some right padding
+
+
+def _with_portrait(tmp_path):
+    """coco_mini plus a portrait image: 000000434204.jpg transposed (500x333)."""
+    data = _json()
+    source = next(im for im in data["images"] if im["id"] == 434204)
+    with Image.open(IMAGE_DIR / source["file_name"]) as pil:
+        pixels = np.asarray(pil.convert("RGB"))
+    Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 0, 2))).save(
+        tmp_path / "portrait.png"
+    )
+    for im in data["images"]:
+        (tmp_path / im["file_name"]).symlink_to(IMAGE_DIR / im["file_name"])
+    portrait = {
+        "id": 7,
+        "file_name": "portrait.png",
+        "height": source["width"],
+        "width": source["height"],
+    }
+    data["images"].append(portrait)
+    for ann in list(data["annotations"]):
+        if ann["image_id"] == 434204 and not ann["iscrowd"]:
+            x, y, w, h = ann["bbox"]
+            swapped = [
+                [v for pair in zip(p[1::2], p[0::2], strict=True) for v in pair]
+                for p in ann["segmentation"]
+            ]
+            data["annotations"].append(
+                dict(
+                    ann,
+                    id=ann["id"] + 10**6,
+                    image_id=7,
+                    bbox=[y, x, h, w],
+                    segmentation=swapped,
+                )
+            )
+    path = _write(tmp_path, data)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(path)
+    pil = {}
+    for image_id, info in coco.imgs.items():
+        with Image.open(tmp_path / info["file_name"]) as image:
+            pil[image_id] = np.asarray(image.convert("RGB"), np.float64)
+    return path, coco, pil
+
+
+def test_default_canvas_fits_portrait_and_landscape(tmp_path):
+    path, coco, pil_images = _with_portrait(tmp_path)
+    data = CocoDataset(path, str(tmp_path))
+    shapes = {(im["height"] > im["width"]) for im in coco.imgs.values()}
+    assert shapes == {False, True}  # portrait and landscape
+    scales = [(768, 512), (768, 448)]
+    # The README's first example used to fail here: a 512x768 canvas does
+    # not hold the portrait image. The message says which canvas would.
+    with pytest.raises(
+        ValueError,
+        match=r"'portrait\.png' \(500x333\) resized with scale \(768, 512\) becomes "
+        r"768x511, which does not fit the 512x768 canvas.*768x768.*omitting",
+    ):
+        data.as_tf_dataset(batch_size=2, image_size=(512, 768), scales=scales)
+    ds = data.as_tf_dataset(batch_size=2, scales=scales, max_instances=50, seed=1)
+    assert ds.element_spec[0].shape == (2, 768, 768, 3)
+    assert ds.element_spec[1]["masks"].shape == (2, 50, 768, 768)
+    seen = []
+    for _ in range(2):
+        for images, targets in ds:
+            targets = {k: v.numpy() for k, v in targets.items()}
+            seen += _check_batch(
+                images.numpy(), targets, coco, pil_images, scales, (768, 768), 50
+            )
+    assert {s[0] for s in seen} == set(coco.imgs)
+    assert 7 in {s[0] for s in seen}
+    # Same seed and arguments, the canvas given explicitly: the same batches.
+    kwargs = dict(batch_size=2, scales=scales, max_instances=50, seed=1)
+    implicit = data.as_tf_dataset(**kwargs)
+    explicit = data.as_tf_dataset(image_size=(768, 768), **kwargs)
+    for (a, ta), (b, tb) in zip(implicit, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ta["masks"], tb["masks"])
+
+
+def test_size_divisor_sets_the_canvas_multiple(dataset):
+    # 650 is 21 x 32 + 8 and 10 x 64 + 10: the default square differs.
+    ds = dataset.as_tf_dataset(batch_size=1, scales=[(650, 400)], training=False)
+    assert ds.element_spec[0].shape == (1, 672, 672, 3)
+    ds = dataset.as_tf_dataset(
+        batch_size=1, scales=[(650, 400)], training=False, size_divisor=64
+    )
+    assert ds.element_spec[0].shape == (1, 704, 704, 3)
+    images, _ = next(iter(ds))
+    assert valid_extent(images[0].numpy()) == keep_ratio_size(612, 612, (650, 400))
+    # 480 is a multiple of 32 but not of 64.
+    dataset.as_tf_dataset(batch_size=1, image_size=(480, 480))
+    with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
+        dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), size_divisor=64)
+    for bad in (0, -32, 2.5, True):
+        with pytest.raises(ValueError, match="size_divisor"):
+            dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), size_divisor=bad)
 
 
 def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
@@ -470,7 +568,7 @@ def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
     for b, name in enumerate(["gray.png", "rgba.png", "gray.jpg", "empty.png"]):
         with Image.open(tmp_path / name) as pil:
             rgb = np.asarray(pil.convert("RGB"), np.float64)
-        np.testing.assert_allclose(images[b], (rgb - MEAN) / STD, atol=1e-5)
+        np.testing.assert_array_equal(images[b], rgb)  # the canvas is the image
         ann_ids = coco.getAnnIds(imgIds=[big + b])
         expected = np.zeros((3, h, w), np.uint8)
         for k, ann in enumerate(coco.loadAnns(ann_ids)):

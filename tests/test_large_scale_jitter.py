@@ -11,18 +11,16 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_reference import MEAN, assert_mean_padding
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from keras_solov2.data import CocoDataset, from_tfds, read_tfrecords, write_tfrecords
-from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
 )
 
-MEAN = np.array(PIXEL_MEAN, np.float64)
-STD = np.array(PIXEL_STD, np.float64)
 CANVAS = (128, 128)
 JITTER = (0.25, 2.0)
 # (x0, y0, x1, y1) pixel edges and colour; images are 96x128 and 128x80.
@@ -84,11 +82,15 @@ def _shrink(mask, r):
 
 def _check_batch(images, targets, stats):
     for b in range(images.shape[0]):
-        pixels = np.round(images[b] * STD + MEAN)
+        pixels = images[b]
         labels = targets["labels"][b]
         h_img = [hw for hw in RECTS if len(RECTS[hw]) == (labels >= 0).sum()][0]
-        extent = np.argwhere(np.any(images[b] != 0, axis=-1))
-        stats.append(extent.max(axis=0) + 1)
+        # Raw integer pixels; the padding is the (non-integer) mean.
+        extent = np.argwhere(np.any(pixels != np.float32(MEAN), axis=-1))
+        rh, rw = extent.max(axis=0) + 1
+        np.testing.assert_array_equal(pixels[:rh, :rw], np.round(pixels[:rh, :rw]))
+        assert_mean_padding(pixels, rh, rw)
+        stats.append((rh, rw))
         for slot in np.nonzero(labels >= 0)[0]:
             colour = np.array(RECTS[h_img][labels[slot]][1])
             mask = targets["masks"][b, slot].astype(bool)

@@ -3,10 +3,15 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_reference import (
+    assert_mean_padding,
+    bilinear,
+    fit_size,
+    keep_ratio_size,
+    valid_extent,
+)
 
 from keras_solov2.data import from_tfds
-from keras_solov2.data.transforms import transform_image
-from keras_solov2.models.image_converter import rescale_size
 
 CANVAS = (64, 64)
 # (h, w, [(label, y1, x1, y2, x2) inclusive-exclusive rectangles])
@@ -54,8 +59,7 @@ def _raw_dataset():
 
 
 def _size(h, w):
-    factor = min(CANVAS[0] / h, CANVAS[1] / w)
-    return int(h * factor + 0.5), int(w * factor + 0.5)
+    return fit_size(h, w, CANVAS)
 
 
 def _expected(example, m, label_offset, flip=False):
@@ -82,8 +86,8 @@ def _expected(example, m, label_offset, flip=False):
         if flip:
             x1, x2 = rw - x2, rw - x1
         boxes[i] = [x1, ys.min() * rh / h, x2, (ys.max() + 1) * rh / h]
-    img = transform_image(tf.constant(image), tf.constant([rh, rw]), flip, CANVAS)
-    return img.numpy(), masks, lab, boxes, int((~keep).sum())
+    img = bilinear(image, rh, rw)
+    return (img[:, ::-1] if flip else img), masks, lab, boxes, int((~keep).sum())
 
 
 def _check_batches(ds, examples, m, label_offset, flip=False):
@@ -95,7 +99,13 @@ def _check_batches(ds, examples, m, label_offset, flip=False):
             img, masks, labels, boxes, empty = _expected(
                 examples[i], m, label_offset, flip
             )
-            np.testing.assert_array_equal(images[b].numpy(), img)
+            image = images[b].numpy()
+            rh, rw = img.shape[:2]
+            # Raw, resized to within one grey level of the reference, padded
+            # with the mean.
+            assert np.abs(image[:rh, :rw] - img).max() <= 1
+            np.testing.assert_array_equal(image[:rh, :rw], np.round(image[:rh, :rw]))
+            assert_mean_padding(image, rh, rw)
             np.testing.assert_array_equal(targets["masks"][b].numpy(), masks)
             np.testing.assert_array_equal(targets["labels"][b].numpy(), labels)
             np.testing.assert_allclose(targets["boxes"][b].numpy(), boxes, atol=1e-5)
@@ -164,12 +174,7 @@ def test_random_scale_draws_follow_seed():
         )
         out = []
         for images, t in ds:
-            image = images[0].numpy()
-            size = (
-                int(image.any(axis=(1, 2)).sum()),
-                int(image.any(axis=(0, 2)).sum()),
-            )
-            out.append((size, t["masks"].numpy()))
+            out.append((valid_extent(images[0].numpy()), t["masks"].numpy()))
         return out
 
     a, b = run(3), run(3)
@@ -178,7 +183,7 @@ def test_random_scale_draws_follow_seed():
         np.testing.assert_array_equal(x, y)
     for (size, _), (h, w, _) in zip(a, EXAMPLES, strict=True):
         # One of the two keep-ratio scales was drawn.
-        assert size in {rescale_size(h, w, s) for s in [(64, 32), (48, 24)]}
+        assert size in {keep_ratio_size(h, w, s) for s in [(64, 32), (48, 24)]}
 
 
 def test_given_tfds_boxes_and_id_image_match_stack():
@@ -532,3 +537,22 @@ def test_bad_shuffle_buffer(bad):
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="shuffle_buffer"):
         from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad)
+
+
+def test_default_canvas_and_size_divisor():
+    raw, _ = _raw_dataset()
+    with pytest.raises(ValueError, match="`image_size`.*required without"):
+        from_tfds(raw)
+    # The longest scale side 90: 96 with the default 32, 128 with 64.
+    common = dict(batch_size=1, scales=[(90, 60)], on_empty="ignore_but_count")
+    ds = from_tfds(raw, **common)
+    assert ds.element_spec[0].shape == (1, 96, 96, 3)
+    ds = from_tfds(raw, training=False, size_divisor=64, **common)
+    assert ds.element_spec[0].shape == (1, 128, 128, 3)
+    for images, _ in ds:
+        image = images[0].numpy()
+        rh, rw = valid_extent(image)
+        assert_mean_padding(image, rh, rw)
+    assert (rh, rw) == keep_ratio_size(*EXAMPLES[-1][:2], (90, 60))
+    with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
+        from_tfds(raw, image_size=(96, 96), size_divisor=64)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_reference import valid_extent
 
 from keras_solov2.data import (
     CocoDataset,
@@ -60,7 +61,7 @@ def _assert_same(tfrecord_ds, coco_ds):
     got, want = _batches(tfrecord_ds), _batches(coco_ds)
     assert len(got) == len(want) > 0
     for (gi, gt), (wi, wt) in zip(got, want, strict=True):
-        np.testing.assert_allclose(gi, wi, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(gi, wi)
         for key in ("masks", "labels", "boxes"):
             assert gt[key].dtype == wt[key].dtype
             np.testing.assert_array_equal(gt[key], wt[key], err_msg=key)
@@ -105,8 +106,30 @@ def test_training_draws_equal_coco_reader_without_shuffle(dataset, shards):
         coco_ds = dataset.as_tf_dataset(**kwargs).take(5)
     got = _assert_same(read_tfrecords(f"{shards[3]}-*", **kwargs).take(5), coco_ds)
     # The draws really vary: several canvas extents appear.
-    extents = {int(np.any(im != 0, axis=(1, 2)).sum()) for ims, _ in got for im in ims}
+    extents = {valid_extent(im) for ims, _ in got for im in ims}
     assert len(extents) >= 2
+
+
+def test_default_canvas_size_divisor_and_misfit_message(dataset, shards):
+    pattern = f"{shards[2]}-*"
+    kwargs = dict(batch_size=5, scales=[(650, 400)], training=False)
+    for size_divisor, side in ((32, 672), (64, 704)):
+        ds = read_tfrecords(pattern, size_divisor=size_divisor, **kwargs)
+        assert ds.element_spec[0].shape == (5, side, side, 3)
+        _assert_same(ds, dataset.as_tf_dataset(size_divisor=size_divisor, **kwargs))
+    with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
+        read_tfrecords(pattern, batch_size=1, image_size=(480, 480), size_divisor=64)
+    with pytest.raises(ValueError, match="`image_size`.*required without"):
+        read_tfrecords(pattern, batch_size=1)
+    # Shards are checked when read: the message names the canvas that fits.
+    misfit = read_tfrecords(
+        pattern, batch_size=1, image_size=(320, 320), scales=(640, 480)
+    )
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"\.jpg.*does not fit the 320x320 canvas.*a 640x640 canvas",
+    ):
+        next(iter(misfit))
 
 
 def test_metadata_round_trip(dataset, shards):

@@ -5,9 +5,10 @@
 invalid ones raise by default or are skipped and counted) and builds a
 `tf.data.Dataset` of `(images, targets)` batches with static shapes, following
 the mmdetection SOLOv2 training pipeline: keep-ratio resize to a `(long,
-short)` scale picked at random, random horizontal flip, normalisation with the
-ImageNet statistics on the 0..255 scale and zero padding at the bottom/right
-after normalisation.
+short)` scale picked at random, random horizontal flip and padding at the
+bottom/right. The images stay raw (RGB, 0..255) and are padded with
+`image_geometry.PIXEL_MEAN`: the model normalises them inside its graph, which
+turns that padding into mmdetection's zero padding after normalisation.
 """
 
 import json
@@ -38,6 +39,7 @@ from keras_solov2.data.transforms import (
     batch_examples,
     resized_sizes,
 )
+from keras_solov2.utils import image_geometry
 
 SKIP_REASONS = (
     "unknown_image_id",
@@ -57,9 +59,6 @@ class _InvalidAnnotation(Exception):
     def __init__(self, reason, detail):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
-
-
-# -----------------------------------------------------------------------------
 
 
 # -----------------------------------------------------------------------------
@@ -112,8 +111,7 @@ class CocoDataset:
 
     Example:
     >>> data = CocoDataset("annotations/instances_val2017.json", "val2017")
-    >>> ds = data.as_tf_dataset(batch_size=2, image_size=(512, 512),
-    ...                         scales=[(512, 352), (512, 320)])
+    >>> ds = data.as_tf_dataset(batch_size=2, scales=[(512, 352), (512, 320)])
     >>> images, targets = next(iter(ds))
     """
 
@@ -456,12 +454,13 @@ class CocoDataset:
         record = self._records[index]
         return {k: record[k] for k in ("id", "file_name", "path", "height", "width")}
 
-    def _check_sizes_fit(self, canvas, scales):
-        """Raises, naming the first image that some scale resizes past `canvas`.
+    def _check_sizes_fit(self, augment):
+        """Raises, naming the first image that some scale resizes past the canvas.
 
         The sizes come from `transforms.resized_sizes`, the function the
         pipeline itself uses, for every image and scale at once.
         """
+        canvas, scales = augment.canvas, augment.scales
         heights = np.array([r["height"] for r in self._records], np.int64)
         widths = np.array([r["width"] for r in self._records], np.int64)
         sizes = resized_sizes(heights, widths, canvas, scales).numpy()  # (N, S, 2)
@@ -473,8 +472,7 @@ class CocoDataset:
                 f"Image '{record['file_name']}' ({record['height']}x"
                 f"{record['width']}) resized with scale {scale} becomes "
                 f"{sizes[i, j, 0]}x{sizes[i, j, 1]}, which does not fit the "
-                f"{canvas[0]}x{canvas[1]} canvas. Use a larger `image_size` or "
-                "smaller `scales`."
+                f"{canvas[0]}x{canvas[1]} canvas. {augment.misfit_advice()}"
             )
 
     def _load_targets(self, index, size, offset, window, decoded_hw, max_instances):
@@ -512,7 +510,7 @@ class CocoDataset:
     def as_tf_dataset(
         self,
         batch_size: int,
-        image_size: Sequence[int],
+        image_size: Sequence[int] | None = None,
         scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
         max_instances: int = 100,
         training: bool = True,
@@ -525,6 +523,7 @@ class CocoDataset:
         large_scale_jitter: Sequence[float] | None = None,
         keep_negatives: bool = True,
         input_context: tf.distribute.InputContext | None = None,
+        size_divisor: int = image_geometry.SIZE_DIVISOR,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
@@ -532,16 +531,20 @@ class CocoDataset:
         (grayscale/RGBA/CMYK converted to RGB), apply the EXIF orientation,
         keep-ratio resize
         (bilinear, no antialiasing, rounded to the 0..255 grid as mmcv does on
-        uint8 images), random horizontal flip, normalise with
-        `PIXEL_MEAN`/`PIXEL_STD`, then zero-pad at the bottom/right to the
-        canvas. Masks follow the same geometry (pixel-centre nearest-neighbour
+        uint8 images), random horizontal flip, then pad at the bottom/right
+        to the canvas with `image_geometry.PIXEL_MEAN`. The images are not
+        normalised: every entry point of `keras_solov2.SOLOv2` takes raw
+        0..255 images and normalises them in its graph, which makes this
+        padding exactly mmdetection's zero padding after normalisation.
+        Masks follow the same geometry (pixel-centre nearest-neighbour
         resize, same flip, zero padding); boxes come from the annotation
         `bbox`, scaled per axis, clipped to the resized image and flipped.
 
-        Batch format (`B = batch_size`, `M = max_instances`, `(H, W) =
-        image_size`):
+        Batch format (`B = batch_size`, `M = max_instances`, `(H, W)` the
+        canvas):
 
-        - `images`: float32 `(B, H, W, 3)`.
+        - `images`: float32 `(B, H, W, 3)`, raw RGB on the 0..255 grid
+          (integer values), `PIXEL_MEAN` in the padding.
         - `targets["masks"]`: uint8 `(B, M, H, W)`, binary; zero for padding
           slots.
         - `targets["labels"]`: int32 `(B, M)`, contiguous labels, `-1` for
@@ -558,8 +561,12 @@ class CocoDataset:
 
         Args:
             batch_size: int. Images per batch.
-            image_size: tuple of two ints. Canvas `(H, W)`; both multiples of
-                32.
+            image_size: tuple of two ints, or `None`. Canvas `(H, W)`; both
+                multiples of `size_divisor`. `None` (with `scales`): the
+                smallest square that every scale fits in both orientations,
+                `image_geometry.canvas_for_scales(scales, size_divisor)`
+                (e.g. 768x768 for `[(768, 512), (768, 448)]`). Required
+                without `scales`. Defaults to `None`.
             scales: `None`, one `(long, short)` pair or a list of pairs, as
                 mmdet's `img_scale`. When training, each image draws one
                 pair at random; otherwise the first is used. `None` resizes
@@ -599,9 +606,18 @@ class CocoDataset:
                 `batch_size` is then the per-replica batch size
                 (`input_context.get_per_replica_batch_size(global_batch)`).
                 Defaults to `None`.
+            size_divisor: int. The model's padding multiple: pass
+                `model.size_divisor`. The canvas must be a multiple of it.
+                Defaults to `image_geometry.SIZE_DIVISOR` (`32`).
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
+
+        Raises:
+            ValueError: for a bad argument (naming it), `image_size=None`
+                without `scales`, or an image that some scale resizes past
+                an explicit canvas (naming the image and the square canvas
+                that would fit).
         """
         augment = Augmentation.from_args(
             image_size,
@@ -611,6 +627,7 @@ class CocoDataset:
             scales,
             large_scale_jitter,
             training,
+            size_divisor,
         )
         selected = [
             i for i, r in enumerate(self._records) if keep_negatives or r["instances"]
@@ -629,7 +646,7 @@ class CocoDataset:
             )
         shuffle = training if shuffle is None else shuffle
         if augment.jitter is None:  # raises naming a misfit image
-            self._check_sizes_fit(augment.canvas, augment.scales)
+            self._check_sizes_fit(augment)
 
         counts = [len(r["instances"]) for r in self._records]
         truncated_images, truncated_instances = warn_truncation(

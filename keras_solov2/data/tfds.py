@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_solov2.data.images import decode_rgb
 from keras_solov2.data.transforms import Augmentation, sample_masks
+from keras_solov2.utils import image_geometry
 
 DEFAULT_FEATURE_MAP = {
     "image": "image",
@@ -95,7 +96,7 @@ def from_tfds(
     dataset: tf.data.Dataset,
     feature_map: dict | None = None,
     batch_size: int = 2,
-    image_size: Sequence[int] = (512, 512),
+    image_size: Sequence[int] | None = None,
     scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
     max_instances: int = 100,
     training: bool = True,
@@ -110,14 +111,17 @@ def from_tfds(
     repeat: bool = False,
     drop_remainder: bool = True,
     large_scale_jitter: Sequence[float] | None = None,
+    size_divisor: int = image_geometry.SIZE_DIVISOR,
 ) -> tf.data.Dataset:
     """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
 
     Per example, the same transform as `CocoDataset.as_tf_dataset`: keep-ratio
     resize to the canvas (`scales=None`) or to a `(long, short)` scale drawn at
-    random when training, random horizontal flip, normalisation, zero padding
-    at the bottom/right; masks follow with the pixel-centre nearest-neighbour
-    resize. The batch format is identical: `images` float32 `(B, H, W, 3)`;
+    random when training, random horizontal flip, padding at the bottom/right
+    with `image_geometry.PIXEL_MEAN` (no normalisation: the model does it);
+    masks follow with the pixel-centre nearest-neighbour resize. The batch
+    format is identical: `images` float32 `(B, H, W, 3)`, raw RGB on the
+    0..255 grid;
     `targets` with `masks` uint8 `(B, M, H, W)`, `labels` int32 `(B, M)`
     (`-1` padding) and `boxes` float32 `(B, M, 4)` `[x1, y1, x2, y2]` in
     canvas pixels (zero padding). The first `M = max_instances` non-empty
@@ -172,8 +176,10 @@ def from_tfds(
               `k` (0-based, in label order) has id `k + 1`.
 
         batch_size, image_size, scales, max_instances, training,
-        flip_probability, seed, repeat, drop_remainder, large_scale_jitter:
-            as in `CocoDataset.as_tf_dataset`.
+        flip_probability, seed, repeat, drop_remainder, large_scale_jitter,
+        size_divisor: as in `CocoDataset.as_tf_dataset` (`image_size=None`
+            with `scales`: the square canvas that fits every scale; without
+            `scales` it must be given).
         shuffle_buffer: int >= 1 or `None`. Size of the shuffle buffer the
             examples go through before anything else (seeded with `seed`,
             reshuffled every epoch); `None` (default): no shuffling. See
@@ -203,9 +209,8 @@ def from_tfds(
     Example:
     >>> import tensorflow_datasets as tfds
     >>> raw = tfds.load("my_instances", split="train", shuffle_files=True)
-    >>> ds = from_tfds(raw, batch_size=8, image_size=(512, 512),
-    ...                scales=[(512, 352), (512, 320)], shuffle_buffer=1000,
-    ...                seed=1, label_offset=-1)
+    >>> ds = from_tfds(raw, batch_size=8, scales=[(512, 352), (512, 320)],
+    ...                shuffle_buffer=1000, seed=1, label_offset=-1)
     """
     fmap = dict(DEFAULT_FEATURE_MAP)
     if feature_map:
@@ -240,6 +245,7 @@ def from_tfds(
         scales,
         large_scale_jitter,
         training,
+        size_divisor,
     )
     m = int(max_instances)
 
@@ -335,9 +341,8 @@ def from_tfds(
             report = tf.no_op()
 
         geometry = augment.draw(h, w, random_seed, index)
-        checks = [report, *augment.fit_checks(geometry, "(from_tfds)")]
-        with tf.control_dependencies(checks):
-            image = augment.image(tf.identity(image), geometry)
+        geometry = augment.checked(geometry, "(from_tfds)", [report])
+        image = augment.image(image, geometry)
         masks = tf.cast(sample_masks(masks, (h, w), geometry), tf.uint8)
         targets = augment.instances(masks, labels, boxes, (h, w), geometry)
         if return_counts:

@@ -39,6 +39,7 @@ from keras_solov2.data.annotations import (
 from keras_solov2.data.coco import CocoDataset
 from keras_solov2.data.images import apply_orientation, decode_rgb
 from keras_solov2.data.transforms import Augmentation, batch_examples, sample_masks
+from keras_solov2.utils import image_geometry
 
 FORMAT_VERSION = 2
 _MAX_SHUFFLED_CYCLE = 16
@@ -283,7 +284,7 @@ def read_tfrecord_metadata(output_prefix: str) -> dict:
 def read_tfrecords(
     file_pattern: str | Sequence[str],
     batch_size: int,
-    image_size: Sequence[int],
+    image_size: Sequence[int] | None = None,
     scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
     max_instances: int = 100,
     training: bool = True,
@@ -298,11 +299,13 @@ def read_tfrecords(
     large_scale_jitter: Sequence[float] | None = None,
     keep_negatives: bool = True,
     input_context: tf.distribute.InputContext | None = None,
+    size_divisor: int = image_geometry.SIZE_DIVISOR,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
     Same transform, arguments and batch format as
-    `CocoDataset.as_tf_dataset` (see there): `images` float32 `(B, H, W, 3)`,
+    `CocoDataset.as_tf_dataset` (see there): `images` float32 `(B, H, W, 3)`
+    (raw RGB on the 0..255 grid, padded with `image_geometry.PIXEL_MEAN`),
     `targets` with `masks` uint8 `(B, M, H, W)`, `labels` int32 `(B, M)`
     (`-1` padding) and `boxes` float32 `(B, M, 4)`. Decoding (image and PNG
     masks) and the geometry run in-graph. Without shuffling, the shards are
@@ -326,8 +329,9 @@ def read_tfrecords(
             `"gs://bucket/coco/train-*.tfrecord"`.
         batch_size, image_size, scales, max_instances, training,
         flip_probability, shuffle, seed, repeat, drop_remainder,
-        large_scale_jitter, keep_negatives: as in
-            `CocoDataset.as_tf_dataset`.
+        large_scale_jitter, keep_negatives, size_divisor: as in
+            `CocoDataset.as_tf_dataset` (`image_size=None` with `scales`:
+            the square canvas that fits every scale).
         input_context: `tf.distribute.InputContext` or `None`. This input
             pipeline reads only its share: whole shard files when there are
             at least as many files as input pipelines, else every
@@ -354,6 +358,7 @@ def read_tfrecords(
         scales,
         large_scale_jitter,
         training,
+        size_divisor,
     )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     matched = {p for pattern in patterns for p in tf.io.gfile.glob(pattern)}
@@ -385,9 +390,7 @@ def read_tfrecords(
                 ],
             )
         ]
-        checks += augment.fit_checks(geometry, ex["file_name"])
-        with tf.control_dependencies(checks):
-            image = tf.identity(image)
+        geometry = augment.checked(geometry, ex["file_name"], checks)
         image = augment.image(image, geometry)
 
         num_truncated = tf.maximum(

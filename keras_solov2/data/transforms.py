@@ -15,6 +15,13 @@ only, so every reader draws the same):
 the same geometry to the image, the masks and the boxes. Masks use a
 pixel-centre nearest-neighbour resize computed in exact integers: output
 row `i` of the resized image samples input row `floor((i + 0.5) * h / rh)`.
+
+Images stay raw (RGB, 0..255): the model normalises inside its graph. The
+canvas padding is `PIXEL_MEAN`, which that normalisation turns into exactly
+mmdetection's zero padding. The formulas (keep-ratio factor, rounding,
+padding) are `keras_solov2.utils.image_geometry`'s, evaluated here with the
+TensorFlow namespace `TensorFlowOps`, in float64 for the sizes as mmcv
+computes them in Python doubles.
 """
 
 import dataclasses
@@ -22,7 +29,21 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_solov2.models.image_converter import PIXEL_MEAN, PIXEL_STD
+from keras_solov2.utils import image_geometry
+
+
+class TensorFlowOps:
+    """The `xp` array namespace of `image_geometry`, in TensorFlow."""
+
+    minimum = staticmethod(tf.minimum)
+    maximum = staticmethod(tf.maximum)
+    floor = staticmethod(tf.floor)
+    pad = staticmethod(tf.pad)
+    arange = staticmethod(tf.range)
+    where = staticmethod(tf.where)
+    logical_and = staticmethod(tf.logical_and)
+    expand_dims = staticmethod(tf.expand_dims)
+    shape = staticmethod(tf.shape)
 
 
 def resized_sizes(height, width, canvas, scales):
@@ -33,17 +54,18 @@ def resized_sizes(height, width, canvas, scales):
     `height` and `width` are scalars (one image, in-graph) or arrays (every
     image at once, for checks before reading).
     """
+    xp = TensorFlowOps
     h = tf.cast(height, tf.float64)[..., None]
     w = tf.cast(width, tf.float64)[..., None]
     canvas_h, canvas_w = canvas
     if scales is None:
-        factor = tf.minimum(canvas_h / h, canvas_w / w)
+        factor = image_geometry.fit_factor(h, w, canvas_h, canvas_w, xp)
     else:
         longs = tf.constant([max(s) for s in scales], tf.float64)
         shorts = tf.constant([min(s) for s in scales], tf.float64)
-        factor = tf.minimum(longs / tf.maximum(h, w), shorts / tf.minimum(h, w))
-    rh = tf.cast(tf.floor(h * factor + 0.5), tf.int32)
-    rw = tf.cast(tf.floor(w * factor + 0.5), tf.int32)
+        factor = image_geometry.rescale_factor(h, w, longs, shorts, xp)
+    rh = tf.cast(image_geometry.scaled_length(h, factor, xp), tf.int32)
+    rw = tf.cast(image_geometry.scaled_length(w, factor, xp), tf.int32)
     if scales is None:
         rh, rw = tf.minimum(rh, canvas_h), tf.minimum(rw, canvas_w)
     return tf.stack([rh, rw], axis=-1)
@@ -86,8 +108,10 @@ def draw_geometry(
     s = tf.cast(low + (high - low) * u[1], tf.float64) if training else 1.0
     h = tf.cast(height, tf.float64)
     w = tf.cast(width, tf.float64)
-    factor = tf.minimum(canvas_h * s / h, canvas_w * s / w)
-    size = tf.maximum(tf.cast(tf.floor(tf.stack([h, w]) * factor + 0.5), tf.int32), 1)
+    xp = TensorFlowOps
+    factor = image_geometry.fit_factor(h, w, canvas_h * s, canvas_w * s, xp)
+    size = image_geometry.scaled_length(tf.stack([h, w]), factor, xp)
+    size = tf.maximum(tf.cast(size, tf.int32), 1)
     spare = tf.maximum(size - tf.constant(canvas, tf.int32), 0)
     offset = tf.minimum(
         tf.cast(tf.cast(spare + 1, tf.float32) * u[2:4], tf.int32), spare
@@ -108,7 +132,7 @@ def nearest_indices(n_in, n_out, start, count):
 
 
 def transform_image(image, size, flip, canvas, offset=None, window=None):
-    """Resize, crop, flip, normalise and pad one decoded image.
+    """Resize, crop, flip and pad one decoded image; no normalisation.
 
     Args:
         image: uint8 `(h, w, 3)` tensor.
@@ -119,9 +143,11 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
             whole image.
 
     Returns:
-        float32 `(H, W, 3)`: bilinear (half-pixel, no antialiasing, rounded
-        to the 0..255 grid as mmcv does on uint8 images), normalised with
-        `PIXEL_MEAN`/`PIXEL_STD`, zero-padded at the bottom/right.
+        float32 `(H, W, 3)`, raw RGB: bilinear (half-pixel, no
+        antialiasing, rounded to the 0..255 grid as mmcv does on uint8
+        images), padded at the bottom/right with `image_geometry.PIXEL_MEAN`
+        (`image_geometry.pad_with_mean`; zero after the model's
+        normalisation).
     """
     canvas_h, canvas_w = canvas
     image = tf.image.resize(
@@ -131,12 +157,13 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
         image = image[
             offset[0] : offset[0] + window[0], offset[1] : offset[1] + window[1]
         ]
+    else:
+        window = size
     image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-    image = (image - tf.constant(PIXEL_MEAN, tf.float32)) / tf.constant(
-        PIXEL_STD, tf.float32
+    image = image_geometry.pad_with_mean(
+        image, canvas, TensorFlowOps, image_size=(window[0], window[1])
     )
-    image = tf.image.pad_to_bounding_box(image, 0, 0, canvas_h, canvas_w)
     image.set_shape([canvas_h, canvas_w, 3])
     return image
 
@@ -199,10 +226,11 @@ def finish_instances(masks, labels, boxes, original_hw, geometry, canvas, m):
     return {"masks": masks, "labels": labels, "boxes": boxes}
 
 
-def check_fits(size, canvas, file_name):
+def check_fits(size, canvas, file_name, advice):
     """An assert that a resized `size` fits the canvas (naming the file).
 
     Only needed without large-scale jitter (whose window always fits).
+    `advice` is the end of the message (`Augmentation.misfit_advice`).
     """
     return tf.debugging.Assert(
         tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
@@ -211,10 +239,73 @@ def check_fits(size, canvas, file_name):
             file_name,
             "resizes to",
             size,
-            "which does not fit the canvas; use a larger `image_size` or "
-            "smaller `scales`",
+            f"which does not fit the {canvas[0]}x{canvas[1]} canvas.",
+            advice,
         ],
     )
+
+
+def _canvas(image_size, scales, size_divisor):
+    """The checked canvas `(H, W)`; by default the one that fits `scales`."""
+    if image_size is None:
+        if scales is None:
+            raise ValueError(
+                "`image_size` (the canvas (H, W)) is required without `scales`: "
+                "fit-to-canvas and `large_scale_jitter` resize relative to it. "
+                f"Pass e.g. image_size=(512, 512) (multiples of size_divisor="
+                f"{size_divisor}), or give `scales` to let the canvas default "
+                "to the smallest square that fits them."
+            )
+        return image_geometry.canvas_for_scales(scales, size_divisor)
+    canvas = tuple(int(v) for v in image_size)
+    if (
+        len(canvas) != 2
+        or min(canvas) <= 0
+        or canvas[0] % size_divisor
+        or canvas[1] % size_divisor
+    ):
+        raise ValueError(
+            f"`image_size` must be (H, W) with both multiples of `size_divisor` "
+            f"({size_divisor}), got {tuple(image_size)}."
+        )
+    return canvas
+
+
+def _scales(scales):
+    """`None` or a list of `(long, short)` int pairs (one pair allowed)."""
+    if scales is None:
+        return None
+    if len(scales) == 2 and all(np.isscalar(v) for v in scales):
+        scales = [scales]
+    scales = [tuple(int(v) for v in s) for s in scales]
+    if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
+        raise ValueError(
+            f"`scales` must be (long, short) pairs of positive ints, got {scales}."
+        )
+    return scales
+
+
+def _jitter(jitter, scales):
+    """`None` or the checked `(low, high)` of large-scale jitter."""
+    if jitter is None:
+        return None
+    if scales is not None:
+        raise ValueError(
+            "Pass either `scales` (multi-scale resize) or `large_scale_jitter` "
+            "(resize relative to the canvas), not both."
+        )
+    try:
+        low, high = (float(v) for v in jitter)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`large_scale_jitter` must be a (low, high) pair, got {jitter!r}."
+        ) from None
+    if not 0.0 < low <= high:
+        raise ValueError(
+            "`large_scale_jitter` must be (low, high) with 0 < low <= high (the "
+            f"paper uses (0.1, 2.0)), got {jitter!r}."
+        )
+    return (low, high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +322,7 @@ class Augmentation:
     training: bool
     flip_probability: float
     max_instances: int
+    size_divisor: int = image_geometry.SIZE_DIVISOR
 
     @classmethod
     def from_args(
@@ -242,19 +334,32 @@ class Augmentation:
         scales,
         large_scale_jitter,
         training,
+        size_divisor=image_geometry.SIZE_DIVISOR,
     ):
         """Checks the batching arguments shared by every reader.
+
+        `image_size=None` with `scales` gives the canvas
+        `image_geometry.canvas_for_scales(scales, size_divisor)`, the
+        smallest square that every scale fits in both orientations; without
+        `scales` the canvas must be given. `size_divisor` is the model's
+        (`model.size_divisor`); the canvas must be a multiple of it.
 
         Raises:
             ValueError: naming the argument and what it must be.
         """
-        jitter = large_scale_jitter
-        canvas = tuple(int(v) for v in image_size)
-        if len(canvas) != 2 or min(canvas) <= 0 or canvas[0] % 32 or canvas[1] % 32:
+        if (
+            isinstance(size_divisor, bool)
+            or not isinstance(size_divisor, (int, np.integer))
+            or size_divisor < 1
+        ):
             raise ValueError(
-                f"`image_size` must be (H, W) with both multiples of 32, got "
-                f"{tuple(image_size)}."
+                "`size_divisor` must be a positive int (pass `model.size_divisor`), "
+                f"got {size_divisor!r}."
             )
+        size_divisor = int(size_divisor)
+        scales = _scales(scales)
+        jitter = _jitter(large_scale_jitter, scales)
+        canvas = _canvas(image_size, scales, size_divisor)
         if batch_size < 1 or max_instances < 1:
             raise ValueError(
                 "`batch_size` and `max_instances` must be >= 1, got "
@@ -264,36 +369,25 @@ class Augmentation:
             raise ValueError(
                 f"`flip_probability` must be in [0, 1], got {flip_probability}."
             )
-        if scales is not None:
-            if len(scales) == 2 and all(np.isscalar(v) for v in scales):
-                scales = [scales]
-            scales = [tuple(int(v) for v in s) for s in scales]
-            if not scales or any(len(s) != 2 or min(s) < 1 for s in scales):
-                raise ValueError(
-                    "`scales` must be (long, short) pairs of positive ints, got "
-                    f"{scales}."
-                )
-        if jitter is not None:
-            if scales is not None:
-                raise ValueError(
-                    "Pass either `scales` (multi-scale resize) or "
-                    "`large_scale_jitter` (resize relative to the canvas), not "
-                    "both."
-                )
-            try:
-                low, high = (float(v) for v in jitter)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"`large_scale_jitter` must be a (low, high) pair, got {jitter!r}."
-                ) from None
-            if not 0.0 < low <= high:
-                raise ValueError(
-                    "`large_scale_jitter` must be (low, high) with 0 < low <= "
-                    f"high (the paper uses (0.1, 2.0)), got {jitter!r}."
-                )
-            jitter = (low, high)
         return cls(
-            canvas, scales, jitter, bool(training), flip_probability, int(max_instances)
+            canvas,
+            scales,
+            jitter,
+            bool(training),
+            flip_probability,
+            int(max_instances),
+            size_divisor,
+        )
+
+    def misfit_advice(self):
+        """What to do about an image that does not fit the canvas."""
+        if self.scales is None:
+            return "Use a larger `image_size`."
+        side, _ = image_geometry.canvas_for_scales(self.scales, self.size_divisor)
+        return (
+            f"Use a larger `image_size` or smaller `scales`: a {side}x{side} "
+            "canvas fits every scale in both orientations (omitting "
+            "`image_size` picks it)."
         )
 
     def draw(self, height, width, random_seed, index):
@@ -309,11 +403,20 @@ class Augmentation:
             self.flip_probability,
         )
 
-    def fit_checks(self, geometry, file_name):
-        """Asserts that the resized image fits (none with jitter)."""
-        if self.jitter is not None:
-            return []
-        return [check_fits(geometry["size"], self.canvas, file_name)]
+    def checked(self, geometry, file_name, checks=()):
+        """`geometry` made to wait for `checks` and the fit check.
+
+        Every transform of the image, masks and boxes uses the geometry, so
+        a failed check stops the example before any of them can fail with
+        a less helpful error (a negative padding, say). There is no fit
+        check with large-scale jitter, whose window always fits.
+        """
+        checks = list(checks)
+        if self.jitter is None:
+            advice = self.misfit_advice()
+            checks.append(check_fits(geometry["size"], self.canvas, file_name, advice))
+        with tf.control_dependencies(checks):
+            return {key: tf.identity(value) for key, value in geometry.items()}
 
     def image(self, image, geometry):
         return transform_image(
