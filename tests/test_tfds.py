@@ -539,6 +539,70 @@ def test_bad_shuffle_buffer(bad):
         from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad)
 
 
+def _float_dataset(scale):
+    """`_raw_dataset` with float32 images: the uint8 values times `scale`/255."""
+    raw, examples = _raw_dataset()
+    return raw.map(
+        lambda e: dict(e, image=tf.cast(e["image"], tf.float32) * (scale / 255.0))
+    ), examples
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_images_with_their_scale(scale):
+    common = dict(
+        batch_size=3,
+        image_size=CANVAS,
+        max_instances=4,
+        training=False,
+        on_empty="ignore_but_count",
+    )
+    ((want, want_targets),) = list(from_tfds(_raw_dataset()[0], **common))
+    floats, examples = _float_dataset(scale)
+    ((got, got_targets),) = list(from_tfds(floats, image_scale=scale, **common))
+    # Exactly the uint8 images' batches: not black, not truncated.
+    np.testing.assert_array_equal(got, want)
+    for key in ("masks", "labels", "boxes"):
+        np.testing.assert_array_equal(got_targets[key], want_targets[key])
+    rh, rw = _size(*EXAMPLES[0][:2])
+    reference = bilinear(examples[0]["image"], rh, rw)
+    assert np.abs(got[0].numpy()[:rh, :rw] - reference).max() <= 1
+    assert got[0].numpy()[:rh, :rw].mean() > 100  # noise, mean about 127
+
+
+def test_float_images_need_the_right_scale():
+    floats, _ = _float_dataset(1.0)
+    with pytest.raises(ValueError, match=r"feature_map\['image'\] = 'image'.*float32"):
+        from_tfds(floats, image_size=CANVAS)
+    with pytest.raises(ValueError, match="image_scale=255.0.*image_scale=1.0"):
+        from_tfds(floats, image_size=CANVAS)
+    # 0..255 floats declared as [0, 1]: an error when read, not white images.
+    floats, _ = _float_dataset(255.0)
+    wrong = from_tfds(
+        floats,
+        batch_size=1,
+        image_size=CANVAS,
+        image_scale=1.0,
+        on_empty="ignore_but_count",
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="is image_scale right"):
+        list(wrong)
+    raw, _ = _raw_dataset()
+    with pytest.raises(ValueError, match="only for float images"):
+        from_tfds(raw, image_size=CANVAS, image_scale=255.0)
+    with pytest.raises(ValueError, match="image_scale"):
+        from_tfds(floats, image_size=CANVAS, image_scale=0.0)
+
+
+def test_wide_integer_images_are_checked():
+    raw, _ = _raw_dataset()
+    wide = raw.map(lambda e: dict(e, image=tf.cast(e["image"], tf.int32) * 2))
+    ds = from_tfds(wide, batch_size=1, image_size=CANVAS, on_empty="ignore_but_count")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="values must be in 0..255"
+    ):
+        list(ds)
+
+
 def test_default_canvas_and_size_divisor():
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="`image_size`.*required without"):

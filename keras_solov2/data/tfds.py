@@ -75,6 +75,56 @@ def _instance_masks(raw, mask_format, instance_ids, num_labels):
     return tf.equal(ids[None], instance_ids[:, None, None])
 
 
+def _uint8_image(image, path, image_scale):
+    """The `(h, w, 3)` image feature as uint8 0..255, checked.
+
+    Floats are scaled by `255 / image_scale` and rounded; values outside
+    `[0, image_scale]` (or outside 0..255 for integer types other than
+    uint8) fail in-graph instead of being clipped or wrapped.
+    """
+    where = f"from_tfds: feature_map['image'] = {path!r}"
+    if image.dtype.is_floating:
+        if image_scale is None:
+            raise ValueError(
+                f"{where} is a {image.dtype.name} image, whose scale cannot be "
+                "guessed. Pass image_scale=255.0 if its values are on the 0..255 "
+                "scale, image_scale=1.0 if they are in [0, 1]."
+            )
+        image = tf.cast(image, tf.float32)
+        inside = tf.debugging.assert_equal(
+            tf.reduce_all((image >= 0.0) & (image <= image_scale)),
+            True,
+            message=f"{where}: float image values must be in [0, image_scale="
+            f"{image_scale}]; is image_scale right?",
+        )
+        with tf.control_dependencies([inside]):
+            image = tf.round(image * (255.0 / image_scale))
+        return tf.cast(image, tf.uint8)
+    if image_scale is not None:
+        raise ValueError(
+            f"{where} is a {image.dtype.name} image; `image_scale` is only for "
+            "float images. Leave it None."
+        )
+    if image.dtype == tf.uint8:
+        return image
+    if not image.dtype.is_integer:
+        raise ValueError(
+            f"{where} has dtype {image.dtype.name}; expected uint8, another "
+            "integer type with values 0..255, a float type (with "
+            "`image_scale`) or encoded image bytes."
+        )
+    inside = tf.debugging.assert_equal(
+        tf.reduce_all(
+            (image >= tf.zeros([], image.dtype))
+            & (image <= tf.constant(255, image.dtype))
+        ),
+        True,
+        message=f"{where}: {image.dtype.name} image values must be in 0..255",
+    )
+    with tf.control_dependencies([inside]):
+        return tf.cast(image, tf.uint8)
+
+
 def _tight_boxes(masks):
     """float64 `(N, 4)` `[x1, y1, x2 + 1, y2 + 1]` pixel edges of bool masks."""
     rows = tf.reduce_any(masks, axis=2)  # (N, h)
@@ -111,6 +161,7 @@ def from_tfds(
     repeat: bool = False,
     drop_remainder: bool = True,
     large_scale_jitter: Sequence[float] | None = None,
+    image_scale: float | None = None,
     size_divisor: int = image_geometry.SIZE_DIVISOR,
 ) -> tf.data.Dataset:
     """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
@@ -154,10 +205,11 @@ def from_tfds(
             addressed with `/` (e.g. `"objects/mask"`). Keys (missing keys
             take the defaults):
 
-            - `"image"`: uint8 `(h, w, 3)` image, or encoded image bytes
-              (a scalar string, decoded like `CocoDataset` does but as
-              stored, without EXIF orientation, as `tfds` decodes). Default
-              `"image"`.
+            - `"image"`: `(h, w, 3)` RGB image: uint8 (or another integer
+              type) with values 0..255, float with `image_scale`, or
+              encoded image bytes (a scalar string, decoded like
+              `CocoDataset` does but as stored, without EXIF orientation,
+              as `tfds` decodes). Default `"image"`.
             - `"masks"`: with `mask_format="stack"`, the `(N, h, w)` or
               `(N, h, w, 1)` per-instance masks (any dtype; nonzero = inside);
               with `mask_format="id_image"`, one `(h, w)` / `(h, w, 1)`
@@ -190,6 +242,12 @@ def from_tfds(
             y2]` in original-image pixels. Only used when
             `feature_map["boxes"]` is set.
         label_offset: int added to every label (e.g. `-1` for 1-based labels).
+        image_scale: float or `None`. Required for float images, refused
+            for the others: the value of full intensity, `255.0` for floats
+            on the 0..255 scale, `1.0` for floats in `[0, 1]`. The image is
+            multiplied by `255 / image_scale` and rounded to uint8 (a float
+            image made from uint8 gives the uint8 image's batches); a value
+            outside `[0, image_scale]` fails when read. Defaults to `None`.
         on_empty: `"warn"`, `"raise"` or `"ignore_but_count"`; see above.
         return_counts: bool. If `True`, elements are `(images, targets,
             counts)` with `counts["empty_dropped"]` and `counts["truncated"]`
@@ -202,8 +260,9 @@ def from_tfds(
 
     Raises:
         ValueError: for an unknown `feature_map` key, `mask_format`,
-            `box_format` or `on_empty`, a bad `shuffle_buffer`, or batching
-            arguments as in `CocoDataset.as_tf_dataset`.
+            `box_format` or `on_empty`, a bad `shuffle_buffer`, a float
+            image without `image_scale` (or `image_scale` for a non-float
+            one), or batching arguments as in `CocoDataset.as_tf_dataset`.
         KeyError: if a `feature_map` path is not in the examples.
 
     Example:
@@ -247,15 +306,21 @@ def from_tfds(
         training,
         size_divisor,
     )
+    if image_scale is not None:
+        image_scale = float(image_scale)
+        if not image_scale > 0.0:
+            raise ValueError(
+                f"`image_scale` must be > 0 (255.0 or 1.0), got {image_scale}."
+            )
     m = int(max_instances)
 
     def load(index, example, random_seed):
         image = _lookup(example, fmap["image"], "image")
         if image.dtype == tf.string:
             image = decode_rgb(image)
-        image = tf.ensure_shape(image, [None, None, 3])
-        if image.dtype != tf.uint8:
-            image = tf.cast(image, tf.uint8)
+        image = _uint8_image(
+            tf.ensure_shape(image, [None, None, 3]), fmap["image"], image_scale
+        )
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         labels = tf.reshape(_lookup(example, fmap["labels"], "labels"), [-1])
         labels = tf.cast(labels, tf.int32) + label_offset
