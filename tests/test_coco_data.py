@@ -463,6 +463,13 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
         r"768x511, which does not fit the 512x768 canvas.*768x768.*omitting",
     ):
         data.as_tf_dataset(batch_size=2, image_size=(512, 768), scales=scales)
+    # The README's call, as it now reads.
+    readme = data.as_tf_dataset(
+        batch_size=8, scales=scales, max_instances=50, repeat=True
+    )
+    images, targets = next(iter(readme))
+    assert images.shape == (8, 768, 768, 3)
+    assert targets["masks"].shape == (8, 50, 768, 768)
     ds = data.as_tf_dataset(batch_size=2, scales=scales, max_instances=50, seed=1)
     assert ds.element_spec[0].shape == (2, 768, 768, 3)
     assert ds.element_spec[1]["masks"].shape == (2, 50, 768, 768)
