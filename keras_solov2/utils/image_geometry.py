@@ -4,10 +4,10 @@ The data pipeline (`tf.data`, in-graph), the model's image converter
 (`keras.ops`, any backend) and pure-Python checks all use these functions, so
 that the keep-ratio resize, the padding and the normalisation are written
 once. Each array function takes `xp`, the array namespace to compute with:
-`numpy`, `keras.ops`, or for `tf.data` the TensorFlow namespace of
-`keras_solov2.data.transforms` (each provides the few numpy-style functions
-used here: minimum, maximum, floor, pad, arange, where, logical_and,
-expand_dims, shape). With Python numbers and `xp=None` they
+`numpy`, `keras.ops`, or for `tf.data` the TensorFlow namespace
+`keras_solov2.data.transforms.TensorFlowOps` (each provides the few
+numpy-style functions used here: minimum, maximum, floor, pad, arange, where,
+logical_and, expand_dims, shape). With Python numbers and `xp=None` they
 compute in Python floats, like mmcv.
 
 The conventions are mmdetection's (`DetDataPreprocessor` with
