@@ -3,12 +3,13 @@
 from keras_solov2 import convert, data, evaluation, layers, losses, models
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.models.solov2_backbone import SOLOv2Backbone
-from keras_solov2.optimizers import WarmupStepSchedule, solov2_optimizer
+from keras_solov2.optimizers import TorchSGD, WarmupStepSchedule, solov2_optimizer
 from keras_solov2.version import __version__
 
 __all__ = [
     "SOLOv2",
     "SOLOv2Backbone",
+    "TorchSGD",
     "WarmupStepSchedule",
     "__version__",
     "convert",

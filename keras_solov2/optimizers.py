@@ -267,7 +267,7 @@ SCHEDULES = {"1x": (12, (9, 11)), "3x": (36, (27, 33))}
 
 
 def solov2_optimizer(
-    steps_per_epoch,
+    steps_per_epoch=None,
     schedule="3x",
     batch_size=16,
     base_learning_rate=0.01,
@@ -289,7 +289,9 @@ def solov2_optimizer(
     steps whenever the rate changes (the whole warm-up and each decay).
 
     Args:
-        steps_per_epoch: int. Optimizer steps per epoch.
+        steps_per_epoch: int or `None`. Optimizer steps per epoch. `None`
+            gives the warm-up and then a constant rate (no step decay): the
+            default optimizer of `SOLOv2.compile()`.
         schedule: str. `"1x"` or `"3x"`. Defaults to `"3x"`.
         batch_size: int. Global batch size. Defaults to `16`.
         base_learning_rate: float. Rate at batch 16. Defaults to `0.01`.
@@ -314,7 +316,9 @@ def solov2_optimizer(
     epochs, milestone_epochs = SCHEDULES[schedule]
     learning_rate = WarmupStepSchedule(
         base_learning_rate=base_learning_rate * batch_size / 16,
-        milestones=tuple(e * steps_per_epoch for e in milestone_epochs),
+        milestones=()
+        if steps_per_epoch is None
+        else tuple(e * int(steps_per_epoch) for e in milestone_epochs),
         warmup_steps=warmup_steps,
         warmup_ratio=warmup_ratio,
     )

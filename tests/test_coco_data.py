@@ -145,7 +145,7 @@ def _check_batch(images, targets, coco, pil_images, scales, canvas, m):
         np.testing.assert_array_equal(valid, np.round(valid))
         assert_mean_padding(images[b], *size)
         np.testing.assert_array_equal(
-            image_geometry.normalize(images[b], np), mmdet_normalized(images[b], *size)
+            image_geometry.normalize(images[b]), mmdet_normalized(images[b], *size)
         )
         seen.append((image_id, s, flip))
     return seen
@@ -398,7 +398,7 @@ def test_raw_images_normalise_to_mmdetection_input(dataset, pil_images):
         assert np.abs(images[b, :rh, :rw] - expected).max() <= LEVEL
         # Padded with PIXEL_MEAN, so that normalising gives zero there.
         assert_mean_padding(images[b], rh, rw)
-        normalized = np.asarray(image_geometry.normalize(images[b], np))
+        normalized = np.asarray(image_geometry.normalize(images[b]))
         np.testing.assert_array_equal(normalized, mmdet_normalized(images[b], rh, rw))
         assert not normalized[rh:].any() and not normalized[:, rw:].any()
     assert {valid_extent(i)[0] for i in images} != {512}  # some bottom padding

@@ -172,7 +172,7 @@ def test_pipeline_after_the_test_resize(dumps, variant):
     inputs, resized_size, _ = model.preprocess(resized)
     want = nhwc(ref["network_input"])
     assert tuple(inputs.shape) == want.shape
-    np.testing.assert_allclose(normalize(np.asarray(inputs), np), want, atol=1e-5)
+    np.testing.assert_allclose(normalize(np.asarray(inputs)), want, atol=1e-5)
     out = model(inputs)
     pred = model.decoder(
         out["category_logits"],
@@ -207,7 +207,7 @@ def test_pipeline_from_the_original_uint8_image(dumps, variant):
     ours = np.asarray(inputs)[0, :h, :w]
     np.testing.assert_array_equal(ours, ref["resized_image_bgr"][..., ::-1])
     np.testing.assert_allclose(
-        normalize(np.asarray(inputs), np), nhwc(ref["network_input"]), atol=1e-5
+        normalize(np.asarray(inputs)), nhwc(ref["network_input"]), atol=1e-5
     )
     pred = model.predict(image, verbose=0)
     match_detections(

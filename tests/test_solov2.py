@@ -51,7 +51,7 @@ def test_frozen_stages_and_norm_eval():
     before = [np.asarray(v).copy() for v in bn.non_trainable_weights]
     model(x, training=True)
     after = [np.asarray(v) for v in bn.non_trainable_weights]
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)  # statistics stay frozen
 
 
@@ -101,9 +101,32 @@ def test_missing_targets_raise():
         )
 
 
+# Random weights score every cell about 0.01 (the classifier prior): without
+# the score and filter thresholds every slot holds a detection.
+EVERYTHING = {"score_threshold": 0.0, "filter_threshold": 0.0}
+
+
+def assert_detections_consistent(out, i, image_shape):
+    """Image `i`'s detections: real masks, sorted scores, boxes of the masks."""
+    n = int(out["num_detections"][i])
+    assert n > 0, "the decoder returned no detection"
+    masks, boxes = out["masks"][i], out["boxes"][i]
+    assert np.all(out["labels"][i, n:] == -1) and np.all(out["scores"][i, n:] == 0)
+    assert np.all(out["labels"][i, :n] >= 0) and np.all(out["scores"][i, :n] > 0)
+    assert np.all(np.diff(out["scores"][i, :n]) <= 0)
+    assert not masks[n:].any()
+    for k in range(n):
+        ys, xs = np.nonzero(masks[k])
+        if len(ys):  # tight [x1, y1, x2, y2] pixel-edge box of the mask
+            want = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            np.testing.assert_array_equal(boxes[k], want)
+    assert masks.shape[1:] == image_shape[:2]
+    assert masks[:n].any(axis=(1, 2)).sum() > 0
+
+
 @pytest.mark.parametrize("shape", [(1, 37, 53, 3), (2, 70, 90, 3)])
 def test_predict_on_odd_sizes(shape):
-    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=7)
+    model = tiny_model(test_scale=(96, 64), max_detections=7, **EVERYTHING)
     images = np.random.default_rng(0).integers(0, 255, shape).astype("uint8")
     out = model.predict(images, verbose=0)
     b, h, w, _ = shape
@@ -111,23 +134,95 @@ def test_predict_on_odd_sizes(shape):
     assert out["labels"].shape == (b, 7) and out["scores"].shape == (b, 7)
     assert out["boxes"].shape == (b, 7, 4) and out["num_detections"].shape == (b,)
     for i in range(b):
-        n = out["num_detections"][i]
-        assert np.all(out["labels"][i, n:] == -1) and np.all(out["scores"][i, n:] == 0)
-        assert np.all(np.diff(out["scores"][i, :n]) <= 0)
+        assert_detections_consistent(out, i, shape[1:])
 
 
 def test_predict_list_of_sizes():
-    model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
+    model = tiny_model(test_scale=(96, 64), max_detections=5, **EVERYTHING)
     rng = np.random.default_rng(1)
     images = [
         rng.integers(0, 255, s).astype("uint8") for s in ((40, 60, 3), (64, 32, 3))
     ]
     results = model.predict(images)
     assert len(results) == 2
-    for image, result in zip(images, results):
+    for image, result in zip(images, results, strict=True):
         n = int(result["num_detections"])
+        assert n > 0
         assert result["masks"].shape == (n,) + image.shape[:2]
         assert result["labels"].shape == (n,)
+        # The same image alone, as a batch of one, gives the same detections.
+        alone = model.predict(image[None], verbose=0)
+        assert int(alone["num_detections"][0]) == n
+        for key in ("masks", "labels", "scores", "boxes"):
+            np.testing.assert_array_equal(result[key], alone[key][0][:n])
+
+
+def test_inference_does_not_depend_on_what_came_before():
+    model = tiny_model(test_scale=(96, 64), max_detections=6, **EVERYTHING)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (1, 45, 61, 3)).astype("uint8")
+    first = model.predict(image, verbose=0)
+    for h, w in [(32, 32), (90, 40), (17, 130), (64, 64), (45, 62), (200, 150),
+                 (33, 47), (45, 61), (120, 80), (50, 50), (61, 45), (8, 300)]:  # fmt: skip
+        model.predict(rng.integers(0, 255, (1, h, w, 3)).astype("uint8"), verbose=0)
+    model.predict([rng.integers(0, 255, (20, 30, 3)).astype("uint8"), image[0]])
+    again = model.predict(image, verbose=0)
+    assert int(first["num_detections"][0]) > 0
+    for key in first:
+        np.testing.assert_array_equal(again[key], first[key])
+
+
+def test_every_entry_point_takes_raw_images():
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=2, size=64)
+    model.compile(optimizer="sgd")
+    # uint8 and float32 carrying the same 0..255 values are the same input.
+    as_float = model.test_on_batch(images, targets, return_dict=True)
+    as_uint8 = model.test_on_batch(images.astype("uint8"), targets, return_dict=True)
+    assert as_float == as_uint8
+    # The graph normalises: the backbone sees (x - mean) / std.
+    mean = np.asarray([123.675, 116.28, 103.53], "float32")
+    std = np.asarray([58.395, 57.12, 57.375], "float32")
+    features = model.backbone((images - mean) / std)
+    outputs = model(images)
+    np.testing.assert_allclose(
+        outputs["mask_features"], features["mask_features"], rtol=1e-5, atol=1e-5
+    )
+    # predict on a canvas image without resizing runs the same network.
+    model.test_scale = None
+    direct = model.predict(images[:1].astype("uint8"), verbose=0)
+    via_model = model.decoder(
+        outputs["category_logits"][:1],
+        outputs["kernels"][:1],
+        outputs["mask_features"][:1],
+        resized_size=(64, 64),
+        original_size=(64, 64),
+    )
+    np.testing.assert_array_equal(direct["masks"], np.asarray(via_model["masks"]))
+
+
+def test_training_images_must_fill_the_canvas():
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=2, size=64)
+    model.compile(optimizer="sgd")
+    cropped = {**targets, "masks": targets["masks"][:, :, :60, :60]}
+    with pytest.raises(ValueError, match="multiple of size_divisor=32"):
+        model.train_on_batch(images[:, :60, :60], cropped)
+
+
+def test_compile_defaults_to_the_official_recipe():
+    model = tiny_model()
+    model.compile()
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras_solov2.TorchSGD)
+    config = optimizer.get_config()
+    assert config["momentum"] == 0.9 and config["weight_decay"] == 1e-4
+    assert config["max_grad_norm"] == 35.0
+    rate = keras.optimizers.schedules.deserialize(config["learning_rate"])
+    assert np.isclose(float(rate(0)), 1e-4) and np.isclose(float(rate(500)), 0.01)
+    assert np.isclose(float(rate(10**6)), 0.01)  # no step decay without a schedule
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile(loss="mse")
 
 
 def test_config_and_keras_file_round_trip(tmp_path):

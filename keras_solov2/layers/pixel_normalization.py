@@ -24,7 +24,7 @@ class PixelNormalization(keras.layers.Layer):
     """
 
     def call(self, images):
-        return image_geometry.normalize(keras.ops.cast(images, "float32"), keras.ops)
+        return image_geometry.normalize(keras.ops.cast(images, "float32"))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -9,6 +9,7 @@ from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
 from keras_solov2.models import preset_loader, preset_utils, solov2_presets
 from keras_solov2.models.solov2_image_converter import SOLOv2ImageConverter
 from keras_solov2.models.solov2_loss import check_targets, solov2_loss
+from keras_solov2.optimizers import solov2_optimizer
 
 # The sublayers that hold settings, by attribute name: the one place where
 # each setting lives. `SOLOv2` forwards their settings as its own attributes.
@@ -224,9 +225,7 @@ class SOLOv2(keras.Model):
                 f"`loss`, got loss={loss!r}."
             )
         if optimizer == "auto":
-            from keras_solov2.optimizers import default_optimizer
-
-            optimizer = default_optimizer()
+            optimizer, _ = solov2_optimizer(steps_per_epoch=None)
         super().compile(optimizer=optimizer, **kwargs)
 
     # ------------------------------------------------------------------ train

@@ -108,8 +108,12 @@ def canvas_for_scales(scales, size_divisor=SIZE_DIVISOR):
     return side, side
 
 
-def normalize(images, xp):
-    """`(images - PIXEL_MEAN) / PIXEL_STD` in float32, channels last."""
+def normalize(images):
+    """`(images - PIXEL_MEAN) / PIXEL_STD` in float32, channels last.
+
+    Plain arithmetic on float32 `images` of any array type (numpy, a
+    `keras.ops` or TensorFlow tensor).
+    """
     mean = np.asarray(PIXEL_MEAN, np.float32)
     std = np.asarray(PIXEL_STD, np.float32)
     return (images - mean) / std
