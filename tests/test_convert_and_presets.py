@@ -257,12 +257,17 @@ def test_download_verify_convert_and_cache(tmp_path, monkeypatch, tiny_arch):
     monkeypatch.setenv("KERAS_SOLOV2_CACHE", str(tmp_path / "cache"))
     model = keras_solov2.SOLOv2.from_preset("tiny_coco")
     assert model.class_names == ["a", "b", "c", "d"]
+    assert model.category_ids == [3, 5, 8, 9]  # evaluation maps labels to these
     cached = tmp_path / "cache" / "presets" / "tiny_coco"
     assert (cached / "model.weights.h5").exists()
     # The second call reads the cache, even with the source gone.
     source.unlink()
     again = keras_solov2.SOLOv2.from_preset("tiny_coco", num_classes=2)
     assert again.num_classes == 2
+    assert again.class_names is None and again.category_ids is None  # new head
+    # Settings overrides apply to the loaded model without rebuilding it.
+    tuned = keras_solov2.SOLOv2.from_preset("tiny_coco", score_threshold=0.4)
+    assert tuned.decoder.score_threshold == 0.4 and tuned.category_ids == [3, 5, 8, 9]
 
 
 def test_wrong_hash_and_no_network_errors(tmp_path, monkeypatch, tiny_arch):

@@ -7,6 +7,7 @@ import tensorflow as tf
 from conftest import rectangle_batch, tiny_model
 
 import keras_solov2
+from keras_solov2.models import solov2_presets
 
 
 def test_official_parameter_counts():
@@ -18,6 +19,7 @@ def test_official_parameter_counts():
     assert light.test_scale == (768, 448)
     assert light.backbone.kernel_channels == 128
     assert len(light.class_names) == 80
+    assert light.category_ids == list(solov2_presets.COCO_CATEGORY_IDS)
 
 
 def test_presets_metadata_and_errors():
