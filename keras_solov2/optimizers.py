@@ -232,7 +232,7 @@ class TorchSGD(keras.optimizers.Optimizer):
         grads_and_vars = list(super()._all_reduce_sum_gradients(grads_and_vars))
         grads = self.clip_gradients_by_global_norm([g for g, _ in grads_and_vars])
         self._clipped_after_reduction = True
-        return [(g, v) for g, (_, v) in zip(grads, grads_and_vars)]
+        return [(g, v) for g, (_, v) in zip(grads, grads_and_vars, strict=True)]
 
     def update_step(self, gradient, variable, learning_rate):
         learning_rate = ops.cast(learning_rate, variable.dtype)

@@ -97,7 +97,7 @@ def run_eagerly(optimizer, weights, grads):
     optimizer.build(variables)
     for step in grads:
         optimizer.apply_gradients(
-            [(g, v) for g, v in zip(step, variables) if g is not None]
+            [(g, v) for g, v in zip(step, variables, strict=True) if g is not None]
         )
     return [keras.ops.convert_to_numpy(v) for v in variables]
 
@@ -113,7 +113,7 @@ def displacement_error(ours, ref, initial):
 
 
 def assert_same_weights(ours, ref, initial, displacement_tolerance=2e-5):
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
     assert displacement_error(ours, ref, initial) < displacement_tolerance
 
@@ -261,7 +261,7 @@ def test_gradient_accumulation_clips_the_averaged_gradients():
     for t, first in enumerate(firsts):
         second = [g * (-0.5 if t % 2 else 1.0) for g in first]
         grads += [first, second]
-        averaged.append([(a + b) / 2 for a, b in zip(first, second)])
+        averaged.append([(a + b) / 2 for a, b in zip(first, second, strict=True)])
     ref, _, clipped = torch_sgd_reference(weights, averaged, [0.01] * 6, 0.9, 1e-4, 35)
     assert clipped == [True, False] * 3
     optimizer = TorchSGD(
@@ -333,12 +333,12 @@ def check_fit_and_reload(directory):
         int(keras.ops.convert_to_numpy(loaded.optimizer.iterations))
         == len(x) // batch * epochs_before
     )
-    for ours, saved in zip(loaded.optimizer.momentums, buffers):
+    for ours, saved in zip(loaded.optimizer.momentums, buffers, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), saved)
     # The rest of the trajectory, including the decay at step 15, needs the
     # restored step count and buffers.
     loaded.fit(x, y, batch_size=batch, epochs=epochs_after, shuffle=False, verbose=0)
-    for ours, expected in zip(loaded.get_weights(), ref):
+    for ours, expected in zip(loaded.get_weights(), ref, strict=True):
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
     return "FIT-OK"
 
@@ -425,7 +425,7 @@ def test_mirrored_strategy_clips_the_summed_gradients(tmp_path):
     total = [rng.normal(0, 1, size) * s for s in (2.0, 8.0, 2.0, 8.0, 2.0, 8.0)]
     noise = [rng.normal(0, 10, size) for _ in range(steps)]
     per_replica = np.stack(
-        [np.stack([t / 2 + n, t / 2 - n]) for t, n in zip(total, noise)]
+        [np.stack([t / 2 + n, t / 2 - n]) for t, n in zip(total, noise, strict=True)]
     ).astype("float32")
     np.save(tmp_path / "grads.npy", per_replica)
     np.save(tmp_path / "weights.npy", weights)

@@ -129,7 +129,7 @@ def test_recipe_matches_torch_and_mmengine(tmp_path):
         nesterov=False,
         max_norm=35.0,
     )
-    for a, b in zip(mmengine_weights, torch_weights):
+    for a, b in zip(mmengine_weights, torch_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     optimizer, _ = keras_solov2.solov2_optimizer(
         steps_per_epoch=2, schedule="1x", warmup_steps=15

@@ -30,7 +30,11 @@ def encode(instances, sigma=0.2, max_positives=50, max_instances=4):
 def pairs(out):
     valid = out["pair_valid"]
     return sorted(
-        zip(out["pair_instances"][valid].tolist(), out["pair_cells"][valid].tolist())
+        zip(
+            out["pair_instances"][valid].tolist(),
+            out["pair_cells"][valid].tolist(),
+            strict=True,
+        )
     )
 
 
@@ -123,5 +127,5 @@ def test_empty_mask_and_padding_are_ignored():
 
 
 def test_mismatched_levels_raise():
-    with pytest.raises(ValueError, match="one entry per level"):
+    with pytest.raises(ValueError, match=r"one \(lower, upper\) pair per level"):
         SOLOv2TargetEncoder(num_grids=(8, 4), scale_ranges=((1, 48),))

@@ -170,7 +170,9 @@ def test_shuffled_training_is_deterministic_given_seed(shards):
     for (ia, ba), (ib, bb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(ia, ib)
         assert ba == bb
-    assert any(not np.array_equal(ia, ic) for (ia, _), (ic, _) in zip(a, c))
+    assert any(
+        not np.array_equal(ia, ic) for (ia, _), (ic, _) in zip(a, c, strict=True)
+    )
     # A new pass reshuffles / redraws.
     assert any(not np.array_equal(a[i][0], a[i + 2][0]) for i in range(2))
 

@@ -96,7 +96,12 @@ def warn_truncation(counts, max_instances, source, stacklevel=1):
         `(truncated_images, truncated_instances)`.
     """
     if not isinstance(counts, dict):
-        counts = dict(zip(*np.unique(np.asarray(counts, np.int64), return_counts=True)))
+        counts = dict(
+            zip(
+                *np.unique(np.asarray(counts, np.int64), return_counts=True),
+                strict=True,
+            )
+        )
     over = {int(k): int(v) for k, v in counts.items() if int(k) > max_instances}
     images = sum(over.values())
     instances = sum((k - max_instances) * v for k, v in over.items())

@@ -214,7 +214,7 @@ class CocoDataset:
         problems = self._check_image_files(
             self._records, check_files, check_images, progress
         )
-        for record, problem in zip(self._records, problems):
+        for record, problem in zip(self._records, problems, strict=True):
             if problem is None:
                 continue
             reason, detail = problem

@@ -250,7 +250,7 @@ def verify_tfrecords(output_prefix: str, progress: bool = True) -> dict:
 def _histogram(counts) -> dict:
     """`{str(count): number of images}`, json-friendly."""
     values, numbers = np.unique(np.fromiter(counts, np.int64), return_counts=True)
-    return {str(int(v)): int(k) for v, k in zip(values, numbers)}
+    return {str(int(v)): int(k) for v, k in zip(values, numbers, strict=True)}
 
 
 def _warn_truncation(files, max_instances):

@@ -55,18 +55,18 @@ class FeaturePyramid(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        for conv, shape in zip(self.lateral_convs, input_shape):
+        for conv, shape in zip(self.lateral_convs, input_shape, strict=True):
             conv.build(shape)
-        for conv, shape in zip(self.fpn_convs, input_shape):
+        for conv, shape in zip(self.fpn_convs, input_shape, strict=True):
             conv.build(tuple(shape[:-1]) + (self.channels,))
 
     def call(self, inputs, training=None):
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs, strict=True)]
         for i in range(3, 0, -1):
             laterals[i - 1] = laterals[i - 1] + upsample_nearest(
                 laterals[i], spatial_size(laterals[i - 1]), training=bool(training)
             )
-        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals, strict=True)]
         outs.append(self.p6_pool(outs[-1]))
         return outs
 

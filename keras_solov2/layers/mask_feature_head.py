@@ -54,7 +54,9 @@ class MaskFeatureHead(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        for level, (convs, shape) in enumerate(zip(self.level_convs, input_shape)):
+        for level, (convs, shape) in enumerate(
+            zip(self.level_convs, input_shape, strict=True)
+        ):
             channels = shape[-1] + (2 if level == 3 else 0)
             for conv in convs:
                 conv.build(tuple(shape[:-1]) + (channels,))
@@ -64,7 +66,7 @@ class MaskFeatureHead(keras.layers.Layer):
     def call(self, inputs):
         fused = None
         output_size = spatial_size(inputs[0])
-        for level, (convs, x) in enumerate(zip(self.level_convs, inputs)):
+        for level, (convs, x) in enumerate(zip(self.level_convs, inputs, strict=True)):
             if level == 3:
                 x = append_coordinates(x)
             for j, conv in enumerate(convs):
