@@ -1,5 +1,6 @@
 """SOLOv2's inference decoding: `SOLOv2Decoder`, `paste_masks`, `masks_to_boxes`."""
 
+import functools
 import math
 
 import keras
@@ -302,9 +303,9 @@ def paste_masks(
     `"masks"` bit for bit.
 
     Only detections below `num_detections` are resized, `chunk_size` at a
-    time, each written into the output buffer in place (under `jax.jit`, XLA
-    and TensorFlow's graph and eager modes; in JAX's eager mode each piece
-    copies the buffer). Scratch memory is then about
+    time, each written into the output buffer in place (XLA, `jax.jit`,
+    TensorFlow's graph and eager modes; called eagerly on JAX, it compiles
+    itself with `jax.jit`). Scratch memory is then about
     `chunk_size * 4 * H * W` bytes beside the `batch * D * H * W` bytes of
     the masks. It runs eagerly, in a `tf.function` (also with dynamic
     sizes), under `jit_compile=True` and on JAX.
@@ -378,7 +379,17 @@ def masks_to_boxes(masks):
 
 
 # ------------------------------------------------------------- internals
-def _paste(
+def _paste(mask_probs, resized_size, original_size, *args):
+    """`(masks, boxes)` at the original size, piece by piece (see paste_masks)."""
+    if keras.backend.backend() == "jax" and not _is_jax_tracer(mask_probs):
+        # Eagerly, JAX would copy the whole output at every piece.
+        resized_size = tuple(int(v) for v in resized_size)
+        original_size = tuple(int(v) for v in original_size)
+        return _jitted_paste()(mask_probs, resized_size, original_size, *args)
+    return _paste_pieces(mask_probs, resized_size, original_size, *args)
+
+
+def _paste_pieces(
     mask_probs,
     resized_size,
     original_size,
@@ -387,7 +398,6 @@ def _paste(
     num_detections,
     chunk_size,
 ):
-    """`(masks, boxes)` at the original size, piece by piece (see paste_masks)."""
     mask_probs = ops.cast(mask_probs, "float32")
     slots = mask_probs.shape[1]
     batch = ops.shape(mask_probs)[0]
@@ -512,6 +522,19 @@ def _fill_pieces(num_pieces, piece, k, masks_shape):
 
     initial = (ops.zeros(masks_shape, "bool"), ops.zeros((slots, 4), "float32"))
     return ops.fori_loop(0, num_pieces, body, initial)
+
+
+def _is_jax_tracer(x):
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+@functools.cache
+def _jitted_paste():
+    import jax
+
+    return jax.jit(_paste_pieces, static_argnums=(1, 2, 3, 4, 6))
 
 
 def _tensorflow_without_xla():
