@@ -341,7 +341,10 @@ def read_tfrecords(
             Defaults to `256`.
         cache: bool or str. Keep the serialized records after the first
             pass: `True` in memory, a local path otherwise. Augmentation
-            still changes every epoch. Defaults to `False`.
+            still changes every epoch, and so does the record order through
+            `shuffle_buffer`, but the shard order stays that of the first
+            epoch (uncached, each epoch shuffles the shards anew). Defaults
+            to `False`.
         return_counts: bool. If `True`, elements are `(images, targets,
             counts)` with `counts["truncated"]` int32 `(B,)`: per example,
             the instances beyond `max_instances`.
