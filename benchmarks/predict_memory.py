@@ -32,34 +32,30 @@ To measure another checkout (the code before a change), put it first on the
 path: `git worktree add /tmp/before <commit>` and run this script with
 `PYTHONPATH=/tmp/before`. The header names the `keras_solov2` that ran.
 
-Measured on the shared 2-core CPU (other jobs running; CPU time is the
-steadier figure), TensorFlow 2.21, Keras 3.15, medians of 3 processes. The
-output masks alone are 100 x 3000 x 4000 bool = 1,144 MiB.
+Measured on a 2-core Intel Xeon (Sapphire Rapids, KVM), TensorFlow 2.21, Keras
+3.15, medians of 3 processes (1 on JAX). The output masks alone are
+100 x 3000 x 4000 bool = 1,144 MiB.
 
     PYTHONPATH=/tmp/before python benchmarks/predict_memory.py \
         --variants predict predict_step    # before: e999619
     python benchmarks/predict_memory.py    # after
 
 Peak above the baseline (MiB) and CPU seconds, 1st call / 2nd call. Before,
-all 100 maps were resized at once; after, the kept ones 4 at a time, in place.
+all 100 maps were resized at once and Keras' `predict` copied its outputs;
+after, the kept ones are resized 4 at a time, in place, and `SOLOv2.predict`
+reads the outputs of its compiled predict function without a copy.
 
 | code | variant | peak (MiB) | CPU (s) |
 |---|---|---|---|
 | before | predict | 8,316 / 8,316 | 17.9 / 10.7 |
 | before | predict_step | 7,189 / 7,190 | 15.4 / 8.8 |
-| after | predict | 2,443 / 2,444 | 16.6 / 12.3 |
-| after | predict_step | 1,297 / 1,298 | 11.9 / 9.2 |
-| after | features (stride-4 + `paste_masks`) | 1,473 / 1,513 | 12.6 / 8.7 |
+| after | predict | 1,310 / 1,313 | 13.8 / 11.0 |
+| after | predict_step | 1,294 / 1,295 | 14.6 / 10.5 |
+| after | features (stride-4 + `paste_masks`) | 1,452 / 1,486 | 15.1 / 11.2 |
 
-`predict` minus `predict_step` (about 1,145 MiB) is Keras' `predict`
-converting its outputs with a copy (`EagerTensor.numpy()`; on JAX a one-batch
-`np.concatenate`).
-
-JAX 0.10.2 (`--backend jax`, after): `predict_step` 1,688 / 1,688 MiB, 53 / 44
-CPU s. `predict` and `features` measured 12,823 / 13,310 MiB: Keras' JAX
-`predict` first calls the model eagerly on the raw photo whenever a layer is
-unbuilt (`image_converter` and `target_encoder` never are); with those two
-marked built (one run): `predict` 2,336 MiB, `features` 1,626 MiB.
+JAX 0.10.2 (`--backend jax`, after, one process): `predict` 2,337 / 2,337 MiB
+(Keras' JAX `predict_on_batch` converts with `np.array`, a copy of the masks),
+`predict_step` 1,660 / 1,664 MiB; about 48 CPU s for the second call.
 """
 
 import argparse
@@ -157,7 +153,7 @@ def _runner(model, variant):
                     resized,
                     images.shape[1:3],
                     mask_threshold=model.mask_threshold,
-                    mask_stride=model.mask_stride,
+                    mask_stride=model.decoder.mask_stride,
                     num_detections=out["num_detections"],
                 )
             )

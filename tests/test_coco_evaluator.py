@@ -469,3 +469,10 @@ def test_evaluate_model_with_a_real_solov2(small_solov2, tmp_path):
     )
     for name in STAT_NAMES:
         assert stats[name] == pytest.approx(expected[name], abs=1e-9), name
+    # With low-resolution masks, evaluation pastes them: the same numbers.
+    small_solov2.mask_resolution = "features"
+    pasted = evaluate_model(
+        small_solov2, str(annotation_file), str(COCO_MINI / "val2017"), progress=False
+    )
+    small_solov2.mask_resolution = "original"
+    assert pasted == stats

@@ -270,8 +270,8 @@ def test_every_setting_is_used_by_the_next_call_and_kept_by_the_config():
     out = changed("mask_threshold", 0.8)
     assert out["masks"].sum() < base["masks"].sum()
     check_against_old_formula(layer_with(mask_threshold=0.8), inputs, *SIZES[0])
-    out = changed("mask_stride", 2)  # features 8 x 10 -> padded input 16 x 20
-    check_against_old_formula(layer_with(mask_stride=2), inputs, (15, 19), (33, 41))
+    # mask_stride is the backbone's, fixed at construction (not a setting).
+    check_against_old_formula(decoder(mask_stride=2), inputs, (15, 19), (33, 41))
     out = changed("mask_resolution", "features")
     assert out["mask_probs"].shape == (2, 7, *FEATURES) and "masks" not in out
 
@@ -309,7 +309,6 @@ def test_nms_settings_reach_matrix_nms():
         ("max_candidates", 0),
         ("pre_nms_top_k", 2.5),
         ("max_detections", -1),
-        ("mask_stride", True),
         ("nms_kernel", "box"),
         ("mask_resolution", "stride4"),
         ("strides", (8, 8, 16)),
@@ -325,6 +324,16 @@ def test_invalid_settings_name_the_argument(name, value):
     with pytest.raises(ValueError, match=f"`{name}`"):
         setattr(layer, name, value)
     assert getattr(layer, name) == before
+
+
+def test_mask_stride_is_checked_at_construction():
+    assert "mask_stride" not in SOLOv2Decoder.SETTINGS
+    for value in (True, 0, 2.5):
+        with pytest.raises(ValueError, match="`mask_stride`"):
+            decoder(mask_stride=value)
+    assert (
+        SOLOv2Decoder.from_config(decoder(mask_stride=8).get_config()).mask_stride == 8
+    )
 
 
 def test_num_grids_and_cells_are_checked():

@@ -249,3 +249,141 @@ def test_config_and_keras_file_round_trip(tmp_path):
     got = loaded.predict(images, verbose=0)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_a_trained_keras_file_reloads_compiled_and_continues_the_same(tmp_path):
+    import warnings
+
+    images, targets = rectangle_batch(batch=2, size=64)
+    model = tiny_model()
+    model.compile()  # the default: TorchSGD with the official warm-up
+    model.train_on_batch(images, targets)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when it cannot recompile
+        loaded = keras.saving.load_model(path)
+    assert loaded.compiled
+    assert type(loaded.optimizer) is type(model.optimizer)
+    assert int(loaded.optimizer.iterations) == 1
+    # The momentum buffers came back too: the next step is the same update.
+    expected = model.train_on_batch(images, targets, return_dict=True)
+    got = loaded.train_on_batch(images, targets, return_dict=True)
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5)
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# Each setting with a value that changes what the model returns.
+INFERENCE_CHANGES = {
+    "strides": (60, 60, 60, 60, 60),
+    "score_threshold": 0.9,
+    "mask_threshold": 0.7,
+    "max_candidates": 5,
+    "pre_nms_top_k": 3,
+    "max_detections": 4,
+    "nms_kernel": "linear",
+    "nms_sigma": 8.0,
+    "filter_threshold": 0.45,
+    "mask_resolution": "features",
+    "test_scale": (64, 48),
+    "size_divisor": 64,
+}
+TRAINING_CHANGES = {
+    "scale_ranges": ((1, 8), (4, 16), (8, 32), (16, 64), (32, 128)),
+    "sigma": 0.5,
+    "max_positives": 3,
+}
+
+
+def spread_scores_model(**kwargs):
+    """A tiny model whose category scores spread over (0, 1), with a fixed
+    classifier, so that thresholds and NMS settings all matter."""
+    keras.utils.set_random_seed(5)
+    settings = {"test_scale": (96, 64), "max_detections": 7, **EVERYTHING, **kwargs}
+    model = tiny_model(**settings)
+    kernel, bias = model.get_layer("conv_cls").get_weights()
+    rng = np.random.default_rng(0)
+    model.get_layer("conv_cls").set_weights(
+        [rng.normal(0, 0.2, kernel.shape).astype("float32"), np.zeros_like(bias)]
+    )
+    return model
+
+
+def assert_same_outputs(a, b):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def differs(a, b):
+    if sorted(a) != sorted(b):
+        return True
+    return any(
+        np.shape(a[k]) != np.shape(b[k]) or not np.array_equal(a[k], b[k]) for k in a
+    )
+
+
+@pytest.mark.parametrize("setting", sorted(INFERENCE_CHANGES))
+def test_changed_inference_setting_takes_effect_and_is_saved(setting, tmp_path):
+    value = INFERENCE_CHANGES[setting]
+    model = spread_scores_model()
+    images = np.random.default_rng(4).integers(0, 255, (1, 75, 90, 3)).astype("uint8")
+    before = model.predict(images, verbose=0)  # traces with the old value
+    setattr(model, setting, value)
+    assert getattr(model, setting) == value
+    after = model.predict(images, verbose=0)
+    assert differs(before, after), f"changing {setting} changed nothing"
+    # The same as a model built with that value, with the same weights.
+    fresh = spread_scores_model(**{setting: value})
+    fresh.set_weights(model.get_weights())
+    assert_same_outputs(fresh.predict(images, verbose=0), after)
+    # Saved and reloaded with it.
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert getattr(loaded, setting) == value
+    assert_same_outputs(loaded.predict(images, verbose=0), after)
+    assert keras_solov2.SOLOv2.from_config(model.get_config()).get_config() == (
+        model.get_config()
+    )
+
+
+@pytest.mark.parametrize("setting", sorted(TRAINING_CHANGES))
+def test_changed_training_setting_takes_effect_and_is_saved(setting, tmp_path):
+    value = TRAINING_CHANGES[setting]
+    model = tiny_model()
+    images, targets = rectangle_batch(batch=2, size=64)
+    model.compile(optimizer="sgd")
+    before = model.test_on_batch(images, targets, return_dict=True)
+    setattr(model, setting, value)
+    after = model.test_on_batch(images, targets, return_dict=True)
+    assert after != before, f"changing {setting} changed nothing"
+    fresh = tiny_model(**{setting: value})
+    fresh.set_weights(model.get_weights())
+    fresh.compile(optimizer="sgd")
+    assert fresh.test_on_batch(images, targets, return_dict=True) == after
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert getattr(loaded, setting) == getattr(model, setting)
+    loaded.compile(optimizer="sgd")
+    assert loaded.test_on_batch(images, targets, return_dict=True) == after
+
+
+def test_bad_settings_are_refused_with_their_name():
+    model = tiny_model()
+    for setting, value in [
+        ("score_threshold", 1.5),
+        ("max_detections", 0),
+        ("nms_kernel", "box"),
+        ("strides", (8, 8)),
+        ("test_scale", (800,)),
+        ("size_divisor", 0),
+        ("scale_ranges", ((1, 2),)),
+        ("max_positives", -1),
+    ]:
+        with pytest.raises(ValueError, match=setting):
+            setattr(model, setting, value)
+    with pytest.raises(ValueError, match="either `decoder` or its settings"):
+        tiny_model(decoder=model.decoder, score_threshold=0.2)

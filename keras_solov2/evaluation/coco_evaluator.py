@@ -11,6 +11,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from keras_solov2.layers.solov2_decoder import paste_masks
+
 STAT_NAMES = (
     "AP",
     "AP50",
@@ -193,8 +195,29 @@ def load_image(path, apply_exif_orientation=True):
 def _predict(model, images):
     """`model.predict` on a list of images: one batch if they share a shape."""
     if len({image.shape for image in images}) == 1:
-        return [_to_numpy_dict(model.predict(np.stack(images), verbose=0))]
-    return [_to_numpy_dict(model.predict(image[None], verbose=0)) for image in images]
+        batches = [np.stack(images)]
+    else:
+        batches = [image[None] for image in images]
+    return [
+        _with_masks(model, _to_numpy_dict(model.predict(b, verbose=0)), b)
+        for b in batches
+    ]
+
+
+def _with_masks(model, predictions, images):
+    """Pastes `mask_probs` (`mask_resolution="features"`) at the original size."""
+    if "masks" in predictions or "mask_probs" not in predictions:
+        return predictions
+    height, width = images.shape[1:3]
+    masks = paste_masks(
+        predictions["mask_probs"],
+        model.image_converter.resized_size(int(height), int(width)),
+        (int(height), int(width)),
+        mask_threshold=model.mask_threshold,
+        mask_stride=model.decoder.mask_stride,
+        num_detections=predictions["num_detections"],
+    )
+    return {**predictions, "masks": _to_numpy(masks)}
 
 
 def _to_numpy_dict(predictions):

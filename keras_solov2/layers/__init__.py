@@ -5,8 +5,13 @@ from keras_solov2.layers.group_normalization import GroupNormalization4D
 from keras_solov2.layers.kernel_category_head import KernelCategoryHead
 from keras_solov2.layers.mask_feature_head import MaskFeatureHead
 from keras_solov2.layers.matrix_nms import MatrixNMS
+from keras_solov2.layers.pixel_normalization import PixelNormalization
 from keras_solov2.layers.point_nms import point_nms
-from keras_solov2.layers.solov2_decoder import SOLOv2Decoder, masks_to_boxes
+from keras_solov2.layers.solov2_decoder import (
+    SOLOv2Decoder,
+    masks_to_boxes,
+    paste_masks,
+)
 from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
 
 __all__ = [
@@ -17,8 +22,10 @@ __all__ = [
     "KernelCategoryHead",
     "MaskFeatureHead",
     "MatrixNMS",
+    "PixelNormalization",
     "SOLOv2Decoder",
     "SOLOv2TargetEncoder",
     "masks_to_boxes",
+    "paste_masks",
     "point_nms",
 ]

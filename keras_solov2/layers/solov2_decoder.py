@@ -54,7 +54,8 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
     (what an exported model returns); `keras_solov2.layers.paste_masks`
     turns them into exactly the default masks.
 
-    Settings (`SOLOv2Decoder.SETTINGS`: every argument but `num_grids`) are
+    Settings (`SOLOv2Decoder.SETTINGS`: every argument but `num_grids` and
+    `mask_stride`, which the backbone fixes) are
     validated in the constructor and whenever they are set later, and read
     at call time. `keras_solov2.SOLOv2` forwards them
     (`model.score_threshold = 0.3`) and retraces its predict function when
@@ -128,7 +129,6 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         "nms_kernel",
         "nms_sigma",
         "filter_threshold",
-        "mask_stride",
         "mask_resolution",
     )
 
@@ -161,8 +161,13 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         self.nms_kernel = nms_kernel
         self.nms_sigma = nms_sigma
         self.filter_threshold = filter_threshold
-        self.mask_stride = mask_stride
+        # The backbone's mask-feature stride: architecture, not a setting.
+        self.mask_stride = _positive_int("mask_stride", mask_stride)
         self.mask_resolution = mask_resolution
+        # No weights: built at construction, so that loading a saved model
+        # and JAX's stateless predict need no eager call to build it.
+        self.matrix_nms.built = True
+        self.built = True
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)  # validates the settings
@@ -277,7 +282,13 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_grids": self.num_grids, **self.settings()})
+        config.update(
+            {
+                "num_grids": self.num_grids,
+                "mask_stride": self.mask_stride,
+                **self.settings(),
+            }
+        )
         return config
 
 
@@ -342,7 +353,7 @@ def paste_masks(
     ...     model.image_converter.resized_size(3000, 4000),
     ...     (3000, 4000),
     ...     mask_threshold=model.mask_threshold,
-    ...     mask_stride=model.mask_stride,
+    ...     mask_stride=model.decoder.mask_stride,
     ...     num_detections=out["num_detections"])
 
     Reference: SOLOv2, arXiv 2003.10152 (mmdetection's `SOLOV2Head`).

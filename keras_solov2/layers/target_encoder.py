@@ -78,6 +78,7 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         offsets = np.cumsum([0] + [s * s for s in self.num_grids])
         self._level_offsets = [int(o) for o in offsets[:-1]]
         self.num_cells = int(offsets[-1])
+        self.built = True  # no weights
 
     SETTINGS = ("scale_ranges", "sigma", "max_positives")
 

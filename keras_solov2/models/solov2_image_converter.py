@@ -45,6 +45,7 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
         super().__init__(**kwargs)
         self.test_scale = test_scale
         self.size_divisor = size_divisor
+        self.built = True  # no weights
 
     def validate_setting(self, name, value):
         if name == "test_scale":
