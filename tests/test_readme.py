@@ -1,0 +1,174 @@
+"""The README's Python examples run, as written, on the bundled COCO images.
+
+The ```python blocks of README.md run in order in one namespace (as a reader
+runs them one after the other), and so do the `keras-solov2 ...` lines of its
+```bash blocks (through `keras_solov2.cli.main`), in a folder
+holding `annotations.json` and `images/` (the five COCO 2017 images of
+tests/fixtures/coco_mini with their original annotations, portrait photos
+added by transposing two of them). Only the substitutions below are applied,
+each one must match, and every block that cannot run here must be listed in
+`NOT_RUN` with the reason, so that an example cannot rot silently.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import time
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "coco_mini")
+
+# (pattern, replacement, why): applied to every block in which they match.
+SUBSTITUTIONS = [
+    (
+        r'from_preset\(\n?(\s*)"(\w+_coco)",',
+        r'from_preset(\n\1"\2", load_weights=False,',
+        "no network in tests: the official weights cannot be downloaded",
+    ),
+    (r"steps_per_epoch=1000", "steps_per_epoch=1", "one step is enough to run"),
+    (r"epochs=epochs\)", "epochs=1)", "one epoch"),
+    (r"batch_size=8", "batch_size=2", "a small batch on 2 CPU cores"),
+    (
+        r"jit_compile=True",
+        "jit_compile=False",
+        "XLA takes minutes to compile a light R18 training step on 2 cores; "
+        "tests/test_solov2.py trains with jit_compile=True",
+    ),
+]
+SUBSTITUTIONS += [
+    (r"/data/coco_train", "coco_train", "shards in the test folder"),
+    (r"--shards 64", "--shards 2", "seven images make two shards"),
+    (r" \[--skip-invalid\]", "", "an optional flag, shown in brackets"),
+]
+# Blocks that need files a test machine does not have, by a line they hold.
+NOT_RUN = {
+    "keras-solov2 convert solov2_r50": (
+        "needs an official checkpoint; tests/test_convert_and_presets.py converts "
+        "one written by the tests"
+    ),
+    'from_mmdet("solov2.pth"': (
+        "needs an official checkpoint; tests/test_convert_and_presets.py converts "
+        "one written by the tests"
+    ),
+}
+
+
+def readme_blocks():
+    """(language, code) of every ```python and ```bash block, in order."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    return re.findall(r"```(python|bash)\n(.*?)```", text, flags=re.S)
+
+
+def python_blocks():
+    return [code for language, code in readme_blocks() if language == "python"]
+
+
+def run_commands(block):
+    """Runs the block's `keras-solov2 ...` lines; the number run."""
+    from keras_solov2.cli import main
+
+    lines = [line for line in block.splitlines() if line.startswith("keras-solov2 ")]
+    for line in lines:
+        main(shlex.split(line)[1:])
+    return len(lines)
+
+
+def make_data_folder(folder):
+    """annotations.json + images/: coco_mini plus two portrait photos."""
+    source = os.path.join(FIXTURES, "annotations", "instances_val2017.json")
+    with open(source) as f:
+        data = json.load(f)
+    images = os.path.join(folder, "images")
+    shutil.copytree(os.path.join(FIXTURES, "val2017"), images)
+    landscape = [i for i in data["images"] if i["width"] > i["height"]][:2]
+    next_image = max(i["id"] for i in data["images"]) + 1
+    next_ann = max(a["id"] for a in data["annotations"]) + 1
+    for entry in landscape:
+        name = f"portrait_{entry['file_name']}"
+        pixels = np.asarray(Image.open(os.path.join(images, entry["file_name"])))
+        Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 0, 2))).save(
+            os.path.join(images, name), quality=95
+        )
+        data["images"].append(
+            {
+                "id": next_image,
+                "file_name": name,
+                "height": entry["width"],
+                "width": entry["height"],
+            }
+        )
+        for ann in [a for a in data["annotations"] if a["image_id"] == entry["id"]]:
+            if ann.get("iscrowd") or not isinstance(ann["segmentation"], list):
+                continue
+            x, y, w, h = ann["bbox"]
+            polygons = [
+                [v for pair in zip(p[1::2], p[0::2], strict=True) for v in pair]
+                for p in ann["segmentation"]
+            ]
+            data["annotations"].append(
+                {
+                    **ann,
+                    "id": next_ann,
+                    "image_id": next_image,
+                    "bbox": [y, x, h, w],
+                    "segmentation": polygons,
+                }
+            )
+            next_ann += 1
+        next_image += 1
+    with open(os.path.join(folder, "annotations.json"), "w") as f:
+        json.dump(data, f)
+    return data
+
+
+def prepared(block):
+    """The block with the substitutions applied, or `None` with a reason."""
+    for marker, reason in NOT_RUN.items():
+        if marker in block:
+            return None, reason
+    for pattern, replacement, _ in SUBSTITUTIONS:
+        block = re.sub(pattern, replacement, block)
+    return block, None
+
+
+def test_substitutions_and_skips_still_match_the_readme():
+    blocks = python_blocks()
+    assert len(blocks) >= 3
+    text = "\n".join(code for _, code in readme_blocks())
+    for pattern, _, why in SUBSTITUTIONS:
+        assert re.search(pattern, text), f"substitution no longer matches ({why})"
+    for marker in NOT_RUN:
+        assert marker in text, f"NOT_RUN marker {marker!r} is gone from the README"
+    runnable = [b for b in blocks if prepared(b)[0] is not None]
+    assert len(runnable) >= len(blocks) - len(NOT_RUN)
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    data = make_data_folder(str(tmp_path))
+    assert any(i["height"] > i["width"] for i in data["images"])  # portraits
+    monkeypatch.chdir(tmp_path)
+    ran, commands, namespace = 0, 0, {"__name__": "readme"}
+    for number, (language, block) in enumerate(readme_blocks()):
+        code, reason = prepared(block)
+        if code is None:
+            print(f"README block {number} not run: {reason}")
+            continue
+        start = time.perf_counter()
+        try:
+            if language == "bash":
+                commands += run_commands(code)
+                continue
+            exec(compile(code, f"README.md python block {number}", "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(
+                f"README {language} block {number} failed:\n{code}"
+            ) from error
+        print(f"README block {number} ran in {time.perf_counter() - start:.1f} s")
+        ran += 1
+    assert ran >= 3 and commands >= 1
