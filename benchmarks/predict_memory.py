@@ -53,9 +53,11 @@ reads the outputs of its compiled predict function without a copy.
 | after | predict_step | 1,294 / 1,295 | 14.6 / 10.5 |
 | after | features (stride-4 + `paste_masks`) | 1,452 / 1,486 | 15.1 / 11.2 |
 
-JAX 0.10.2 (`--backend jax`, after, one process): `predict` 2,337 / 2,337 MiB
-(Keras' JAX `predict_on_batch` converts with `np.array`, a copy of the masks),
-`predict_step` 1,660 / 1,664 MiB; about 48 CPU s for the second call.
+JAX 0.10.2 (`--backend jax`, one process each): `predict` 2,337 / 2,337 MiB
+when `SOLOv2.predict` went through Keras' JAX `predict_on_batch` (which copies
+the outputs with `np.array`), 1,671 / 1,672 MiB since it runs its own jitted
+predict step and reads the outputs with `np.asarray`; `predict_step` 1,660 /
+1,664 MiB; about 42-48 CPU s for the second call.
 """
 
 import argparse

@@ -24,6 +24,16 @@ SCRIPT = textwrap.dedent(
     assert np.isfinite(last["loss"]) and last["loss"] < first["loss"], (first, last)
     out = model.predict(np.zeros((1, 45, 61, 3), "uint8"), verbose=0)
     assert out["masks"].shape == (1, 5, 45, 61), out["masks"].shape
+    # SOLOv2.predict's own jitted step (no output copy) equals Keras' path.
+    photo = np.random.default_rng(1).integers(0, 255, (2, 50, 70, 3)).astype("uint8")
+    got, expected = model.predict(photo, verbose=0), model.predict_on_batch(photo)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert got["num_detections"].max() > 0
+    assert not got["masks"].flags.owndata  # a view of the JAX buffer, not a copy
+    model.max_detections = 3  # a changed setting rebuilds the step
+    assert model.predict(photo, verbose=0)["masks"].shape == (2, 3, 50, 70)
     print("JAX-OK", first["loss"], last["loss"])
     """
 )

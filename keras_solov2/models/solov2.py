@@ -355,6 +355,15 @@ class SOLOv2(keras.Model):
                 # np.asarray shares the tensor's buffer (EagerTensor.numpy()
                 # and np.array copy it).
                 outputs = {k: np.asarray(v) for k, v in outputs.items()}
+            elif keras.backend.backend() == "jax" and self._jax_predict() is not None:
+                state = (
+                    [v.value for v in self.trainable_variables],
+                    [v.value for v in self.non_trainable_variables],
+                )
+                outputs, _ = self._jax_predict()(state, batch)
+                # On the CPU np.asarray shares the buffer; Keras'
+                # predict_on_batch copies every output with np.array.
+                outputs = {k: np.asarray(v) for k, v in outputs.items()}
             else:
                 outputs = self.predict_on_batch(batch)
             batches.append(outputs)
@@ -363,6 +372,25 @@ class SOLOv2(keras.Model):
         if len(batches) == 1:
             return batches[0]
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+    def _jax_predict(self):
+        """The jitted predict step on JAX, or `None` when not compiled.
+
+        Keras' own JAX predict function donates the variables' buffers and
+        `predict_on_batch` copies the outputs; this one does neither. It is
+        rebuilt with the predict function (changed settings, `compile`).
+        """
+        if not self.built or self.run_eagerly or not self.jit_compile:
+            return None
+        self.make_predict_function()
+        cached = getattr(self, "_jax_predict_cache", None)
+        if cached is None or cached[0] is not self.predict_function:
+            import jax
+
+            step = jax.jit(lambda state, images: self.predict_step(state, (images,)))
+            cached = (self.predict_function, step)
+            self._jax_predict_cache = cached
+        return cached[1]
 
     # Keras calls these at every fit / evaluate / predict: a function traced
     # with other settings is rebuilt, so that changed settings take effect.
