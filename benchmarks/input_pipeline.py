@@ -125,14 +125,14 @@ def main():
         rate_s, runs_s = pipeline_rate(data, batch, args.batches, args.repeats)
         rows.append(("input: shapes 128x128", rate_s, runs_s))
         sys.path.insert(0, os.path.join(ROOT, "examples"))
-        from demo import build_model  # the demo's half-width light R18
+        from demo import build_model  # the demo's slim light R18
 
         demo = build_model(shapes.num_classes, shapes.class_names)
         rate_d, runs_d = train_rate(
             demo, data, batch, args.train_steps * 5, args.repeats
         )
         rows.append(
-            ("train step: demo model (half-width light R18), batch 8", rate_d, runs_d)
+            ("train step: demo model (slim light R18), batch 8", rate_d, runs_d)
         )
     shapes_ratio = rate_s / rate_d
 
