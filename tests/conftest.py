@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -60,3 +62,21 @@ def rectangle_batch(batch=2, size=64, max_instances=4):
 @pytest.fixture
 def tiny():
     return tiny_model
+
+
+def run_on_jax(script, *args, timeout=600):
+    """Runs `script` with `python -c` on the JAX backend (CPU) from the project
+    root; asserts it exits 0 and returns its stdout. Skips without jax."""
+    pytest.importorskip("jax", reason="jax is not installed (pip install '.[jax]')")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout

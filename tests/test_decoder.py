@@ -7,14 +7,11 @@ read off the masks in numpy. Pieces must reproduce it bit for bit.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import run_on_jax, tiny_model
 from keras import ops
 
 from keras_solov2.layers import SOLOv2Decoder
@@ -403,17 +400,4 @@ JAX_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.jax
 def test_same_masks_on_jax_eager_and_jit():
-    pytest.importorskip("jax", reason="jax is not installed (pip install '.[jax]')")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0 and "JAX-DECODER-OK" in result.stdout, (
-        result.stdout[-3000:] + result.stderr[-3000:]
-    )
+    assert "JAX-DECODER-OK" in run_on_jax(JAX_SCRIPT)

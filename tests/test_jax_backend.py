@@ -1,11 +1,9 @@
 """The same model code on the JAX backend (a subprocess: the backend is global)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_on_jax
 
 SCRIPT = textwrap.dedent(
     """
@@ -42,17 +40,4 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.jax
 def test_train_and_predict_on_jax():
-    pytest.importorskip("jax", reason="jax is not installed (pip install '.[jax]')")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0 and "JAX-OK" in result.stdout, (
-        result.stdout[-3000:] + result.stderr[-3000:]
-    )
+    assert "JAX-OK" in run_on_jax(SCRIPT, timeout=900)

@@ -7,15 +7,13 @@ folder next to the repository, for how it was made).
 """
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import warnings
 
 import keras
 import numpy as np
 import pytest
+from conftest import run_on_jax
 from keras import ops
 
 from keras_solov2.layers.matrix_nms import MatrixNMS
@@ -418,15 +416,6 @@ for case in sorted(t.CASES):
 @pytest.mark.jax
 def test_jax_backend_under_jit():
     """The fixture cases on the JAX backend, inside `jax.jit` (subprocess)."""
-    pytest.importorskip("jax")
     tests_dir = pathlib.Path(__file__).parent
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, str(tests_dir.parent), str(tests_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("ok ") == len(CASES)
+    out = run_on_jax(JAX_SCRIPT, str(tests_dir.parent), str(tests_dir), timeout=300)
+    assert out.count("ok ") == len(CASES)
