@@ -346,21 +346,23 @@ class SOLOv2(keras.Model):
         bar = None
         if verbose == 1 or (verbose == "auto" and len(starts) > 1):
             bar = keras.utils.Progbar(len(starts), unit_name="batch")
+        backend = keras.backend.backend()
+        jax_step = self._jax_predict() if backend == "jax" else None
         batches = []
         for i, start in enumerate(starts):
             batch = images[start : start + batch_size]
-            if keras.backend.backend() == "tensorflow":
+            if backend == "tensorflow":
                 self.make_predict_function()
                 outputs = self.predict_function([(batch,)])
                 # np.asarray shares the tensor's buffer (EagerTensor.numpy()
                 # and np.array copy it).
                 outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            elif keras.backend.backend() == "jax" and self._jax_predict() is not None:
+            elif jax_step is not None:
                 state = (
                     [v.value for v in self.trainable_variables],
                     [v.value for v in self.non_trainable_variables],
                 )
-                outputs, _ = self._jax_predict()(state, batch)
+                outputs, _ = jax_step(state, batch)
                 # On the CPU np.asarray shares the buffer; Keras'
                 # predict_on_batch copies every output with np.array.
                 outputs = {k: np.asarray(v) for k, v in outputs.items()}
