@@ -24,6 +24,108 @@ def _convert(args):
     )
 
 
+def load_model(spec):
+    """A SOLOv2 from a `.keras` file, a preset directory or a preset name."""
+    import keras
+
+    from keras_solov2.models import preset_loader
+    from keras_solov2.models.solov2 import SOLOv2
+
+    if str(spec).endswith(".keras"):
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"No such model file: {spec!r}.")
+        return keras.saving.load_model(spec)
+    names = preset_loader.known_presets()
+    if not os.path.isdir(spec) and spec not in names:
+        raise ValueError(
+            f"{spec!r} is neither a .keras file, a preset directory nor a preset "
+            f"name ({', '.join(names)})."
+        )
+    architecture = not os.path.isdir(spec) and spec not in SOLOv2.presets
+    model = SOLOv2.from_preset(spec, load_weights=not architecture)
+    if architecture:
+        print(
+            f"Warning: {spec!r} is an architecture: its weights are random. Use a "
+            "trained preset directory, a .keras file or a *_coco preset."
+        )
+    return model
+
+
+def _export(args):
+    from keras_solov2 import export
+
+    if args.format == "saved_model" and (
+        args.image_size or args.quantization or args.calibration_images
+    ):
+        raise ValueError(
+            "--image-size, --quantization and --calibration-images apply to "
+            "--format tflite only (a SavedModel takes uint8 images of any size)."
+        )
+    model = load_model(args.model)
+    if args.format == "saved_model":
+        export.saved_model(model, args.output)
+        return
+    export.tflite(
+        model,
+        args.output,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        quantization=args.quantization,
+        representative_data=args.calibration_images,
+        num_calibration_images=args.num_calibration_images,
+        include_postprocessing=not args.no_postprocessing,
+    )
+
+
+def _train(args):
+    from keras_solov2.training import train
+
+    train(
+        args.annotations,
+        args.images,
+        args.output,
+        val_annotations=args.val_annotations,
+        val_images=args.val_images,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        resume=args.resume,
+    )
+    print(f"\nDone: {args.output}/ (best/ and last/ load with SOLOv2.from_preset).")
+
+
+def _evaluate(args):
+    from keras_solov2.inference import ap_table, evaluate_to_files
+
+    # The data first: a wrong path fails in a second, not after the model.
+    if not os.path.isfile(args.annotations):
+        raise FileNotFoundError(f"Annotation file {args.annotations!r} does not exist.")
+    if not os.path.isdir(args.images):
+        raise FileNotFoundError(f"Image folder {args.images!r} does not exist.")
+    model = load_model(args.model)
+    report = evaluate_to_files(model, args.annotations, args.images, args.output)
+    print(ap_table(report))
+    print(
+        f"\nWrote {args.output}/results.json (COCO results), per_class_ap.csv, "
+        "metrics.json and pr_curve.png."
+    )
+
+
+def _predict(args):
+    from keras_solov2.inference import image_paths, predict_to_files
+
+    files = image_paths(args.paths)  # a wrong path fails before the model loads
+    model = load_model(args.model)
+    records = predict_to_files(
+        model, files, args.output, score_threshold=args.score_threshold
+    )
+    count = sum(len(r["detections"]) for r in records)
+    print(f"\n{count} detections in {len(records)} images: {args.output}/")
+
+
 def _to_tfrecord(args):
     from keras_solov2.data import CocoDataset, write_tfrecords
 
@@ -47,13 +149,97 @@ def _verify(args):
     print(f"\nAll {len(report)} shards of {args.prefix} are intact.")
 
 
+# Errors that are the user's (a missing file, a bad argument, broken data):
+# one line, exit status 2, no traceback unless --verbose.
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, OSError)
+
+
 def main(argv=None):
+    """Runs the command line; returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    try:
+        return run(args)
+    except SystemExit:
+        raise
+    except USER_ERRORS as error:
+        if args.verbose:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"keras-solov2 {args.command}: error: {type(error).__name__}: {message} "
+            "(--verbose shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def build_parser():
     from keras_solov2.models.solov2_presets import ARCHITECTURES
 
     parser = argparse.ArgumentParser(
         prog="keras-solov2", description="SOLOv2 for Keras 3."
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show tracebacks of errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    trainer = commands.add_parser(
+        "train",
+        help="Train on a COCO-format dataset (AP per epoch, resume, presets).",
+    )
+    trainer.add_argument("annotations", help="training COCO instances json")
+    trainer.add_argument("images", help="training image folder")
+    trainer.add_argument("--output", required=True, help="run folder to write")
+    trainer.add_argument("--val-annotations", help="validation COCO instances json")
+    trainer.add_argument("--val-images", help="validation image folder")
+    trainer.add_argument(
+        "--model",
+        default="light_r18_coco",
+        help="preset name, preset directory or architecture (default light_r18_coco)",
+    )
+    trainer.add_argument(
+        "--epochs", type=int, help="epochs (default: the schedule's, 12 for 1x)"
+    )
+    trainer.add_argument("--batch-size", type=int, default=8)
+    trainer.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="train at this one keep-ratio scale (default: the official "
+        "multi-scale training at the model's test scale)",
+    )
+    trainer.add_argument(
+        "--lr", type=float, help="learning rate (default 0.01 x batch size / 16)"
+    )
+    trainer.add_argument("--schedule", choices=("1x", "3x"), default="1x")
+    trainer.add_argument("--warmup-steps", type=int, default=500)
+    trainer.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output from its last finished epoch",
+    )
+    evaluator = commands.add_parser(
+        "evaluate", help="COCO mask and box AP, results.json, per-class AP, PR curve."
+    )
+    evaluator.add_argument("model", help="a .keras file, preset directory or name")
+    evaluator.add_argument("annotations", help="COCO instances json")
+    evaluator.add_argument("images", help="image folder")
+    evaluator.add_argument("--output", required=True, help="folder to write")
+    predictor = commands.add_parser(
+        "predict", help="Masks drawn (PNG) and RLE detections (JSON) per image."
+    )
+    predictor.add_argument("model", help="a .keras file, preset directory or name")
+    predictor.add_argument("paths", nargs="+", help="image files or folders")
+    predictor.add_argument("--output", required=True, help="folder to write")
+    predictor.add_argument(
+        "--score-threshold",
+        type=float,
+        help="keep (and draw) detections scoring at least this "
+        "(default: the model's score_threshold)",
+    )
     convert = commands.add_parser(
         "convert", help="Convert an mmdetection / SOLO SOLOv2 .pth into a preset dir."
     )
@@ -64,6 +250,35 @@ def main(argv=None):
         choices=sorted(ARCHITECTURES),
     )
     convert.add_argument("--output", required=True, help="preset directory to write")
+    exporter = commands.add_parser(
+        "export", help="Export a model as a .tflite file or a SavedModel."
+    )
+    exporter.add_argument(
+        "model", help="a .keras file, a preset directory or a preset name"
+    )
+    exporter.add_argument("--format", choices=("tflite", "saved_model"), required=True)
+    exporter.add_argument("--output", required=True, help="file or directory to write")
+    exporter.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="fixed input size of the .tflite (default: a 4:3 frame at the "
+        "model's test scale, 448 608 for the light models)",
+    )
+    exporter.add_argument(
+        "--quantization", choices=("float16", "dynamic_int8", "int8"), default=None
+    )
+    exporter.add_argument(
+        "--calibration-images",
+        help="folder of images from your data, for --quantization int8",
+    )
+    exporter.add_argument("--num-calibration-images", type=int, default=32)
+    exporter.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="the dense body only (category logits, kernels, mask features)",
+    )
     data = commands.add_parser("data", help="Dataset tools.")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     to_tfrecord = data_commands.add_parser(
@@ -88,9 +303,20 @@ def main(argv=None):
         "verify", help="Check TFRecord shards against their .meta.json."
     )
     verify.add_argument("prefix", help="shard prefix given to to-tfrecord")
-    args = parser.parse_args(argv)
-    if args.command == "convert":
+    return parser
+
+
+def run(args):
+    if args.command == "train":
+        _train(args)
+    elif args.command == "evaluate":
+        _evaluate(args)
+    elif args.command == "predict":
+        _predict(args)
+    elif args.command == "convert":
         _convert(args)
+    elif args.command == "export":
+        _export(args)
     elif args.command == "data" and args.data_command == "to-tfrecord":
         _to_tfrecord(args)
     elif args.command == "data" and args.data_command == "verify":

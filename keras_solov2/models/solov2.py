@@ -338,6 +338,46 @@ class SOLOv2(keras.Model):
             x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
         )
 
+    # ---------------------------------------------------------------- export
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        **kwargs,
+    ):
+        """`keras.Model.export`, routed to `keras_solov2.export`.
+
+        `format="tf_saved_model"` calls `keras_solov2.export.saved_model`
+        (uint8 images of any size, resize and decoding inside) and
+        `format="litert"` calls `keras_solov2.export.tflite` (builtin ops
+        only, Matrix NMS inside; `image_size=`, `quantization=`, ... as
+        keyword arguments). Keras's own LiteRT export enables SELECT_TF_OPS
+        and lets Flex ops in, which neither Android's GPU nor the pip
+        runtime runs. Other formats go to `keras.Model.export`.
+        """
+        from keras_solov2 import export as exporters
+
+        if format in ("tf_saved_model", "litert"):
+            if input_signature is not None:
+                raise ValueError(
+                    "SOLOv2 exports define their own input: uint8 images of any "
+                    'size for "tf_saved_model", one image of `image_size=(H, W)` '
+                    'for "litert". Remove `input_signature`.'
+                )
+            verbose = True if verbose is None else verbose
+            if format == "tf_saved_model":
+                return exporters.saved_model(self, filepath, verbose=verbose, **kwargs)
+            return exporters.tflite(self, filepath, verbose=verbose, **kwargs)
+        return super().export(
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
+
     def _predict_arrays(self, images, batch_size, verbose):
         num_images = int(images.shape[0])
         if num_images == 0:

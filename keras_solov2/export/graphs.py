@@ -1,0 +1,121 @@
+"""The functions that exports trace: fixed-size (TFLite) and any-size (SavedModel).
+
+Only `keras.ops` and the model's own layers: the graphs are the ones that
+`model.predict` runs, less the Python around them. This module never
+imports `keras_solov2.models`, so that the model may call the exporters.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
+from keras_solov2.utils import image_geometry
+
+# The `.tflite` outputs (the contract in docs/android.md), in this order.
+OUTPUT_NAMES = (
+    "masks",
+    "labels",
+    "scores",
+    "boxes",
+    "num_detections",
+    "candidates_overflow",
+)
+# The dense body's outputs (`include_postprocessing=False`).
+BODY_OUTPUT_NAMES = ("category_logits", "kernels", "mask_features")
+INPUT_NAME = "image"
+# The name scope of the post-processing in the traced graph: int8 export
+# keeps every tensor under it in float32.
+DECODER_NAME = "export_decoder"
+
+
+def check_image_size(image_size):
+    """`(height, width)` as two positive Python ints, or a clear error."""
+    try:
+        height, width = (int(v) for v in image_size)
+        ok = all(int(v) == v for v in image_size) and height > 0 and width > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`image_size` must be (height, width), two positive ints, e.g. "
+            f"(448, 608); got {image_size!r}."
+        )
+    return height, width
+
+
+def default_image_size(model):
+    """A 4:3 landscape frame at the model's test scale.
+
+    The short side of `test_scale` (448 for the light models, 800 for the
+    full ones) by 4/3 of it, rounded up to `size_divisor`: (448, 608) and
+    (800, 1088), the canvas that a 4:3 camera frame or photo fills.
+    """
+    test_scale = model.image_converter.test_scale
+    if test_scale is None:
+        raise ValueError(
+            "This model has no `test_scale`, so there is no default export size: "
+            "pass `image_size=(height, width)`."
+        )
+    short = min(test_scale)
+    long_side = image_geometry.padded_length(
+        int(np.ceil(short * 4 / 3)), model.size_divisor
+    )
+    return short, min(long_side, max(test_scale))
+
+
+def features_decoder(model):
+    """A copy of the model's decoder that stops at feature-resolution masks."""
+    config = model.decoder.get_config()
+    config.update(mask_resolution="features", name=DECODER_NAME)
+    return SOLOv2Decoder.from_config(config)
+
+
+def fixed_size_function(model, image_size, include_postprocessing=True):
+    """`serve(image)` for one uint8 `(1, H, W, 3)` image of a fixed size.
+
+    The image is padded (bottom and right) to a multiple of the model's
+    `size_divisor` with the ImageNet mean, so that after normalisation the
+    padding is zero as in `model.predict`. The padding is a concatenation
+    with constants: 4-D, static, and accepted by LiteRT's GPU accelerator.
+    """
+    height, width = check_image_size(image_size)
+    divisor = model.size_divisor
+    padded = (
+        image_geometry.padded_length(height, divisor),
+        image_geometry.padded_length(width, divisor),
+    )
+    mean = np.asarray(image_geometry.PIXEL_MEAN, np.float32)
+    right = np.broadcast_to(mean, (1, height, padded[1] - width, 3)).copy()
+    bottom = np.broadcast_to(mean, (1, padded[0] - height, padded[1], 3)).copy()
+    decoder = features_decoder(model) if include_postprocessing else None
+
+    def serve(image):
+        x = ops.cast(image, "float32")
+        if padded[1] > width:
+            x = ops.concatenate([x, ops.convert_to_tensor(right)], axis=2)
+        if padded[0] > height:
+            x = ops.concatenate([x, ops.convert_to_tensor(bottom)], axis=1)
+        dense = model(x, training=False)
+        if decoder is None:
+            return {name: dense[name] for name in BODY_OUTPUT_NAMES}
+        detections = decoder(
+            dense["category_logits"],
+            dense["kernels"],
+            dense["mask_features"],
+            resized_size=(height, width),
+            original_size=(height, width),
+        )
+        detections["masks"] = detections.pop("mask_probs")
+        return {name: detections[name] for name in OUTPUT_NAMES}
+
+    return serve
+
+
+def any_size_function(model):
+    """`serve(images)` for a uint8 `(batch, H, W, 3)` batch of any size: the
+    model's own predict step (resize, padding, network, decoding)."""
+
+    def serve(images):
+        return dict(model.predict_step((images,)))
+
+    return serve

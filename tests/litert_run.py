@@ -1,0 +1,57 @@
+"""Runs a .tflite file with LiteRT's CompiledModel; a subprocess of the tests.
+
+    python tests/litert_run.py MODEL.tflite {gpu,gpu+cpu,cpu} INPUT.npy OUT.npz [fp32]
+
+Imports only numpy and ai_edge_litert: with TensorFlow in the same process
+the GPU accelerator segfaulted, and a refused graph can abort the process.
+With `fp32` the GPU computes in float32 (`GpuOptions(enforce_f32=True)`);
+by default it computes in float16, as on a phone. Writes every output of the
+`serving_default` signature to OUT.npz, and `fully_accelerated` (whether
+every op went to the requested accelerators).
+"""
+
+import os
+import sys
+
+import numpy as np
+from ai_edge_litert.compiled_model import CompiledModel, HardwareAccelerator
+from ai_edge_litert.options import CpuOptions, GpuOptions, Options
+
+ACCELERATORS = {
+    "gpu": HardwareAccelerator.GPU,
+    "gpu+cpu": HardwareAccelerator.GPU | HardwareAccelerator.CPU,
+    "cpu": HardwareAccelerator.CPU,
+}
+
+
+def main(model_path, accelerator, input_path, output_path, precision="fp16"):
+    # Dawn (the WebGPU backend) wants a private runtime folder.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        folder = os.path.join(os.path.dirname(os.path.abspath(output_path)), "xdg")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = folder
+    options = Options(
+        hardware_accelerators=ACCELERATORS[accelerator],
+        cpu_options=CpuOptions(num_threads=2),
+        gpu_options=GpuOptions(enforce_f32=precision == "fp32"),
+    )
+    model = CompiledModel.from_file(model_path, options=options)
+    signature = "serving_default"
+    index = model.get_signature_index(signature)
+    inputs = model.create_input_buffers(index)
+    outputs = model.create_output_buffers(index)
+    inputs[0].write(np.load(input_path))
+    model.run_by_index(index, inputs, outputs)
+    details = model.get_output_tensor_details(signature)
+    names = model.get_signature_list()[signature]["outputs"]
+    results = {"fully_accelerated": np.asarray(model.is_fully_accelerated())}
+    for name, buffer in zip(names, outputs, strict=True):
+        shape = tuple(details[name]["shape"])
+        dtype = np.dtype(details[name]["dtype"])
+        values = buffer.read(int(np.prod(shape)), dtype)
+        results[name] = np.asarray(values).reshape(shape)
+    np.savez(output_path, **results)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

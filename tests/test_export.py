@@ -1,0 +1,531 @@
+"""Export: TFLite / LiteRT with Matrix NMS inside, and SavedModel.
+
+Every exported model runs in LiteRT's interpreter (or, for the SavedModel,
+in a process without keras_solov2) and is compared with Keras on the same
+input. The GPU checks run LiteRT's real GPU accelerator on software Vulkan
+(Mesa's lavapipe) in a subprocess that does not import TensorFlow.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import tiny_model
+from detection_match import match_detections
+
+import keras_solov2
+from keras_solov2 import export
+from keras_solov2.utils import image_geometry
+
+litert = pytest.importorskip(
+    "ai_edge_litert.interpreter", reason="ai-edge-litert is not installed"
+)
+pytestmark = pytest.mark.tflite
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE_SIZE = (60, 90)  # not a multiple of 32: the graph pads to 64 x 96
+
+
+def detecting_model():
+    """A tiny SOLOv2 whose random category branch scores many cells > 0.1."""
+    model = tiny_model()
+    conv = model.get_layer("conv_cls")
+    kernel, bias = conv.get_weights()
+    rng = np.random.default_rng(1)
+    conv.set_weights([rng.normal(0, 0.3, kernel.shape).astype("float32"), 0 * bias])
+    return model
+
+
+def sample_image():
+    return (
+        np.random.default_rng(0).integers(0, 256, (1, *IMAGE_SIZE, 3)).astype("uint8")
+    )
+
+
+def keras_features(model, image):
+    """`model.predict` with feature-resolution masks (what the file returns)."""
+    resolution = model.mask_resolution
+    model.mask_resolution = "features"
+    try:
+        return model.predict(image, verbose=0)
+    finally:
+        model.mask_resolution = resolution
+
+
+def run_interpreter(path, image):
+    interpreter = litert.Interpreter(model_path=path, num_threads=2)
+    return interpreter.get_signature_runner("serving_default")(image=image)
+
+
+def ops_and_ranks(path):
+    interpreter = litert.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    ranks = {len(t["shape"]) for t in interpreter.get_tensor_details()}
+    return ops, ranks
+
+
+@pytest.fixture(scope="module")
+def model():
+    return detecting_model()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """The float32 end-to-end and body files of the tiny model."""
+    folder = tmp_path_factory.mktemp("tflite")
+    return {
+        "end_to_end": export.tflite(
+            model, str(folder / "e2e.tflite"), image_size=IMAGE_SIZE, verbose=False
+        ),
+        "body": export.tflite(
+            model,
+            str(folder / "body.tflite"),
+            image_size=IMAGE_SIZE,
+            include_postprocessing=False,
+            verbose=False,
+        ),
+    }
+
+
+def test_float32_tflite_gives_the_same_detections_as_keras(model, exported):
+    image = sample_image()
+    expected = keras_features(model, image)
+    got = run_interpreter(exported["end_to_end"], image)
+    assert set(got) == set(export.OUTPUT_NAMES)
+    n = int(expected["num_detections"][0])
+    assert n >= 20, "the test model must detect something to compare"
+    assert int(got["num_detections"][0]) == n
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-3)
+    match = match_detections(
+        expected, {**got, "mask_probs": got["masks"]}, "mask_probs"
+    )
+    assert match["ious"].min() >= 0.99
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
+
+
+def test_tflite_contract_static_rank4_builtins(model, exported):
+    interpreter = litert.Interpreter(model_path=exported["end_to_end"])
+    (signature,) = interpreter.get_signature_list()
+    assert signature == "serving_default"
+    runner = interpreter.get_signature_runner(signature)
+    (image,) = runner.get_input_details().values()
+    assert tuple(image["shape"]) == (1, *IMAGE_SIZE, 3)
+    assert image["dtype"] == np.uint8
+    outputs = runner.get_output_details()
+    slots, feature = model.max_detections, (64 // 4, 96 // 4)
+    want = {
+        "masks": ((1, slots, *feature), np.float32),
+        "labels": ((1, slots), np.int32),
+        "scores": ((1, slots), np.float32),
+        "boxes": ((1, slots, 4), np.float32),
+        "num_detections": ((1,), np.int32),
+        "candidates_overflow": ((1,), np.int32),
+    }
+    assert {k: (tuple(v["shape"]), v["dtype"]) for k, v in outputs.items()} == want
+    for path in exported.values():
+        ops, ranks = ops_and_ranks(path)
+        assert max(ranks) <= 4, f"{path}: tensor ranks {sorted(ranks)}"
+        assert not [op for op in ops if op.startswith("Flex") or "VAR" in op], ops
+        interpreter = litert.Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+        # Static shapes: no -1 in any tensor's shape signature.
+        for tensor in interpreter.get_tensor_details():
+            assert -1 not in tensor["shape_signature"], tensor["name"]
+
+
+def test_body_file_holds_the_dense_outputs(model, exported):
+    image = sample_image()
+    got = run_interpreter(exported["body"], image)
+    assert set(got) == set(export.BODY_OUTPUT_NAMES)
+    # The graph pads with the exact mean, as model.predict does.
+    expected = model(
+        image_geometry.pad_with_mean(
+            image.astype("float32"), (64, 96), np, image_size=IMAGE_SIZE
+        ),
+        training=False,
+    )
+    for key in export.BODY_OUTPUT_NAMES:
+        np.testing.assert_allclose(got[key], np.asarray(expected[key]), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "quantization,min_iou,max_score_diff",
+    [("float16", 0.9, 0.02), ("dynamic_int8", 0.5, 0.1), ("int8", 0.3, 0.25)],
+)
+def test_quantized_models_run_with_builtins_and_agree_loosely(
+    model, tmp_path, quantization, min_iou, max_score_diff
+):
+    path = str(tmp_path / f"{quantization}.tflite")
+    rng = np.random.default_rng(5)
+    calibration = (
+        [rng.integers(0, 256, (50, 80, 3)).astype("uint8") for _ in range(4)]
+        if quantization == "int8"
+        else None
+    )
+    export.tflite(
+        model,
+        path,
+        image_size=IMAGE_SIZE,
+        quantization=quantization,
+        representative_data=calibration,
+        verbose=False,
+    )
+    ops, ranks = ops_and_ranks(path)
+    assert not [op for op in ops if op.startswith("Flex") or "VAR" in op], ops
+    image = sample_image()
+    got = run_interpreter(path, image)
+    for key, value in got.items():
+        assert np.isfinite(value).all(), key
+    expected = keras_features(model, image)
+    match = match_detections(
+        expected, {**got, "mask_probs": got["masks"]}, "mask_probs"
+    )
+    # Loose bounds on a random tiny model; the README reports a trained one.
+    assert np.median(match["ious"]) >= min_iou, match
+    assert np.median(match["score_diffs"]) <= max_score_diff, match
+
+
+def test_saved_model_runs_without_keras_solov2_any_size(model, tmp_path):
+    path = str(tmp_path / "saved")
+    export.saved_model(model, path, verbose=False)
+    rng = np.random.default_rng(2)
+    batches = {
+        "a": rng.integers(0, 256, (2, 50, 70, 3)).astype("uint8"),
+        "b": rng.integers(0, 256, (1, 83, 41, 3)).astype("uint8"),
+    }
+    np.savez(tmp_path / "inputs.npz", **batches)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "served = tf.saved_model.load(sys.argv[1])\n"
+        "fn = served.signatures['serving_default']\n"
+        "inputs = np.load(sys.argv[2])\n"
+        "out = {}\n"
+        "for key in inputs.files:\n"
+        "    for name, v in fn(images=tf.constant(inputs[key])).items():\n"
+        "        out[key + '/' + name] = v.numpy()\n"
+        "np.savez(sys.argv[3], **out)\n"
+        "assert 'keras_solov2' not in sys.modules\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            path,
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "out.npz"),
+        ],
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=600,
+    )
+    served = np.load(tmp_path / "out.npz")
+    for key, images in batches.items():
+        expected = model.predict(images, verbose=0)
+        assert set(expected) == {n.split("/")[1] for n in served.files if n[0] == key}
+        for name, value in expected.items():
+            np.testing.assert_allclose(
+                served[f"{key}/{name}"], value, atol=1e-4, err_msg=f"{key}/{name}"
+            )
+        assert expected["num_detections"].min() > 0
+
+
+def test_model_export_routes_to_builtins_only_exporters(model, tmp_path):
+    path = str(tmp_path / "m.tflite")
+    model.export(path, format="litert", image_size=IMAGE_SIZE, verbose=False)
+    ops, _ = ops_and_ranks(path)
+    assert "TOPK_V2" in ops and not [op for op in ops if op.startswith("Flex")]
+    interpreter = litert.Interpreter(model_path=path)
+    assert set(interpreter.get_signature_list()["serving_default"]["outputs"]) == set(
+        export.OUTPUT_NAMES
+    )
+    saved = str(tmp_path / "saved")
+    model.export(saved, format="tf_saved_model", verbose=False)
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(saved).signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
+
+
+def test_export_arguments_are_checked(model, tmp_path):
+    path = str(tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="quantization"):
+        export.tflite(model, path, image_size=IMAGE_SIZE, quantization="int4")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.tflite(model, path, image_size=IMAGE_SIZE, quantization="int8")
+    with pytest.raises(ValueError, match="representative_data"):
+        export.tflite(
+            model, path, image_size=IMAGE_SIZE, representative_data=[sample_image()[0]]
+        )
+    with pytest.raises(ValueError, match=r"\.tflite"):
+        export.tflite(model, str(tmp_path / "m.bin"), image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="image_size"):
+        export.tflite(model, path, image_size=(60,))
+    with pytest.raises(ValueError, match="image_size"):
+        export.tflite(model, path)  # test_scale None: no default size
+    with pytest.raises(ValueError, match="No images"):
+        export.tflite(
+            model,
+            path,
+            image_size=IMAGE_SIZE,
+            quantization="int8",
+            representative_data=str(tmp_path),
+        )
+    with pytest.raises(ValueError, match="input_signature"):
+        model.export(path, format="litert", input_signature=[None])
+
+
+def test_default_export_size_is_a_4_3_frame_at_the_test_scale():
+    from keras_solov2.export.graphs import default_image_size
+
+    light = keras_solov2.SOLOv2.from_preset("light_r18", load_weights=False)
+    full = keras_solov2.SOLOv2.from_preset("r50", load_weights=False)
+    assert default_image_size(light) == (448, 608)
+    assert default_image_size(full) == (800, 1088)
+
+
+def test_letterbox_keeps_the_ratio_and_pads_with_the_mean():
+    image = np.full((300, 100, 3), 200, np.uint8)  # portrait
+    canvas, scale, resized = export.letterbox(image, (60, 90))
+    assert canvas.shape == (60, 90, 3) and canvas.dtype == np.uint8
+    assert scale == pytest.approx(0.2) and resized == (60, 20)
+    assert (canvas[:, :20] == 200).all()
+    assert (canvas[:, 20:] == np.asarray(export.PAD_VALUE, np.uint8)).all()
+
+
+# ------------------------------------------------- LiteRT's GPU accelerator
+def vulkan_icd():
+    return glob.glob("/usr/share/vulkan/icd.d/lvp_icd*.json")
+
+
+def need_gpu_accelerator():
+    if vulkan_icd():
+        return
+    message = (
+        "no Vulkan driver for LiteRT's GPU accelerator: install Mesa's lavapipe "
+        "from bookworm-backports (see ../shared/reference/ENVIRONMENT.md or "
+        ".ci/run: apt-get install -t bookworm-backports mesa-vulkan-drivers "
+        "libvulkan1)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_compiled(path, accelerator, image, tmp_path, precision="fp16"):
+    """LiteRT's CompiledModel in a process without TensorFlow."""
+    np.save(tmp_path / "input.npy", image)
+    out = tmp_path / f"out-{accelerator}-{precision}.npz"
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "litert_run.py"),
+            path,
+            accelerator,
+            str(tmp_path / "input.npy"),
+            str(out),
+            precision,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def test_dense_body_runs_entirely_on_the_gpu_accelerator(exported, tmp_path):
+    need_gpu_accelerator()
+    image = sample_image()
+    gpu = run_compiled(exported["body"], "gpu", image, tmp_path)
+    assert bool(gpu.pop("fully_accelerated")), "some body ops left the GPU"
+    cpu = run_interpreter(exported["body"], image)
+    for key in export.BODY_OUTPUT_NAMES:
+        # The GPU computes in float16: about 1% of each output's spread.
+        error = np.abs(gpu[key] - cpu[key]).mean() / cpu[key].std()
+        assert error < 0.02, (key, error)
+    gpu32 = run_compiled(exported["body"], "gpu", image, tmp_path, "fp32")
+    for key in export.BODY_OUTPUT_NAMES:
+        np.testing.assert_allclose(gpu32[key], cpu[key], atol=1e-3)
+
+
+def test_end_to_end_with_body_on_gpu_gives_the_cpu_detections(exported, tmp_path):
+    need_gpu_accelerator()
+    image = sample_image()
+    mixed = run_compiled(exported["end_to_end"], "gpu+cpu", image, tmp_path, "fp32")
+    cpu = run_interpreter(exported["end_to_end"], image)
+    assert int(mixed["num_detections"][0]) == int(cpu["num_detections"][0]) > 0
+    np.testing.assert_array_equal(mixed["labels"], cpu["labels"])
+    np.testing.assert_allclose(mixed["scores"], cpu["scores"], atol=1e-4)
+    match = match_detections(cpu, mixed)
+    assert match["ious"].min() >= 0.99
+    print(json.dumps({"gpu+cpu detections": int(mixed["num_detections"][0])}))
+
+
+# ------------------------------------------------ the CLI and the example
+def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
+    from PIL import Image
+
+    from keras_solov2 import cli
+
+    keras_file = str(tmp_path / "tiny.keras")
+    model.save(keras_file)
+    path = str(tmp_path / "tiny.tflite")
+    cli.main(
+        [
+            "export",
+            keras_file,
+            "--format",
+            "tflite",
+            "--output",
+            path,
+            "--image-size",
+            "64",
+            "96",
+        ]
+    )
+    with open(tmp_path / "tiny.json") as f:
+        metadata = json.load(f)
+    assert metadata["input"]["shape"] == [1, 64, 96, 3]
+    assert metadata["outputs"] == list(export.OUTPUT_NAMES)
+    assert metadata["class_names"] == model.class_names
+
+    # An image of exactly the input size: the letterbox is the identity.
+    image = np.random.default_rng(3).integers(0, 256, (64, 96, 3)).astype("uint8")
+    image_file = str(tmp_path / "image.png")
+    Image.fromarray(image).save(image_file)
+    png = str(tmp_path / "masks.png")
+    script = os.path.join(HERE, "..", "examples", "tflite_predict.py")
+    check = (
+        "import runpy, sys\n"
+        f"sys.argv = ['tflite_predict.py', {path!r}, {image_file!r}, "
+        f"'--output', {png!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({script!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "assert 'tensorflow' not in sys.modules, 'the example imported TensorFlow'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = model.predict(image[None], verbose=0)
+    n = int(expected["num_detections"][0])
+    assert f"{n} detections" in result.stdout
+    assert Image.open(png).size == (96, 64)
+
+    sys.path.insert(0, os.path.dirname(script))
+    try:
+        import tflite_predict
+    finally:
+        sys.path.pop(0)
+    detections, _ = tflite_predict.predict(path, Image.open(image_file))
+    got = {
+        "num_detections": [len(detections)],
+        "labels": np.asarray([[d["label"] for d in detections]]),
+        "scores": np.asarray([[d["score"] for d in detections]]),
+        "masks": np.stack([d["mask"] for d in detections])[None],
+    }
+    match = match_detections(expected, got)
+    # Pillow's bilinear resize against TensorFlow's: a few edge pixels.
+    assert np.median(match["ious"]) >= 0.95, match
+    assert match["score_diffs"].max() <= 1e-3
+    # Boxes of the stride-4 masks: within a stride of the exact ones, except
+    # where a random mask has isolated pixels that the upsampling loses.
+    boxes = np.asarray([d["box"] for d in detections])
+    close = np.abs(boxes - expected["boxes"][0, :n]) <= 4.5
+    assert close.mean() >= 0.95, close.mean()
+
+
+def test_cli_export_refuses_unknown_models_and_misplaced_options(tmp_path, capsys):
+    from keras_solov2 import cli
+
+    assert (
+        cli.main(["export", "nope", "--format", "tflite", "--output", "x.tflite"]) == 2
+    )
+    assert "neither a .keras file" in capsys.readouterr().err
+    misplaced = ["export", "light_r18", "--format", "saved_model", "--output",
+                 str(tmp_path / "s"), "--quantization", "float16"]  # fmt: skip
+    assert cli.main(misplaced) == 2
+    assert "tflite only" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tflite only"):
+        cli.main(["--verbose", *misplaced])
+
+
+def test_litert_predictor_follows_predicts_contract_and_evaluates(
+    model, exported, tmp_path
+):
+    from keras_solov2.evaluation import evaluate_model
+
+    predictor = export.LiteRTPredictor(exported["end_to_end"])
+    image = sample_image()
+    got = predictor.predict(image)
+    expected = model.predict(image, verbose=0)
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].shape == value.shape and got[key].dtype == value.dtype, key
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+    assert match_detections(expected, got)["ious"].min() >= 0.99
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
+
+    # A portrait image twice the input size: letterboxed, masks pasted back.
+    from keras_solov2.data import generate_shapes_dataset
+
+    annotations = generate_shapes_dataset(
+        str(tmp_path / "shapes"), 2, image_size=(120, 80), seed=3
+    )
+    stats = evaluate_model(
+        predictor, annotations, str(tmp_path / "shapes" / "images"), progress=False
+    )
+    assert 0.0 <= stats["AP"] <= 1.0
+    big = np.random.default_rng(4).integers(0, 256, (2, 120, 80, 3)).astype("uint8")
+    out = predictor.predict(big)
+    assert out["masks"].shape == (2, model.max_detections, 120, 80)
+    assert (out["boxes"][..., 2] <= 80).all() and (out["boxes"][..., 3] <= 120).all()
+
+
+@pytest.mark.slow
+def test_light_r18_export_matches_keras_and_its_body_runs_on_the_gpu(tmp_path):
+    """The real light R18 at its default export size, every slot filled."""
+    model = keras_solov2.SOLOv2.from_preset(
+        "light_r18", load_weights=False, score_threshold=0.0, filter_threshold=0.0
+    )
+    model.mask_resolution = "features"
+    model.test_scale = None  # the file's input is the letterboxed image
+    size = export.graphs.default_image_size(
+        keras_solov2.SOLOv2.from_preset("light_r18", load_weights=False)
+    )
+    assert size == (448, 608)
+    path = export.tflite(model, str(tmp_path / "r18.tflite"), image_size=size)
+    image = np.random.default_rng(7).integers(0, 256, (1, *size, 3)).astype("uint8")
+    expected = model.predict(image, verbose=0)
+    got = run_interpreter(path, image)
+    assert int(got["num_detections"][0]) == int(expected["num_detections"][0]) == 100
+    match = match_detections(
+        expected, {**got, "mask_probs": got["masks"]}, "mask_probs"
+    )
+    # Random weights give near-tied scores; the matched masks must still agree.
+    assert np.median(match["ious"]) >= 0.99, match
+    assert np.median(match["score_diffs"]) <= 1e-3, match
+
+    need_gpu_accelerator()
+    body = export.tflite(
+        model,
+        str(tmp_path / "r18_body.tflite"),
+        image_size=size,
+        include_postprocessing=False,
+    )
+    gpu = run_compiled(body, "gpu", image, tmp_path)
+    assert bool(gpu.pop("fully_accelerated")), "some light R18 body ops left the GPU"
+    cpu = run_interpreter(body, image)
+    for key in export.BODY_OUTPUT_NAMES:
+        error = np.abs(gpu[key] - cpu[key]).mean() / cpu[key].std()
+        assert error < 0.02, (key, error)
