@@ -327,8 +327,13 @@ def test_cli_skips_and_reports_a_truncated_image(tmp_path, capsys):
     _truncate(tmp_path / data["images"][0]["file_name"])
     prefix = str(tmp_path / "out" / "d")
     command = ["data", "to-tfrecord", ann, str(tmp_path), "--output", prefix]
+    # A user error: one line naming the file, exit status 2, no traceback.
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and data["images"][0]["file_name"] in err[0], err
+    assert "ImageError" in err[0] and "Traceback" not in err[0]
     with pytest.raises(ImageError, match=data["images"][0]["file_name"]):
-        main(command)
+        main(["--verbose", *command])
     assert list((tmp_path / "out").iterdir()) == []  # no partial shards
     with pytest.warns(UserWarning, match="skipped"):
         main([*command, "--shards", "1", "--skip-invalid"])

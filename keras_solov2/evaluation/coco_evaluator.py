@@ -156,6 +156,12 @@ def evaluate_results(coco_gt, results, iou_type="segm", verbose=True, image_ids=
     >>> stats = keras_solov2.evaluation.evaluate_results(coco_gt, results)
     >>> stats["AP"]
     """
+    evaluator = _cocoeval(coco_gt, results, iou_type, verbose, image_ids)
+    return _stats(evaluator)
+
+
+def _cocoeval(coco_gt, results, iou_type, verbose, image_ids):
+    """The accumulated `COCOeval` of `results` (summarised: `stats` is set)."""
     quiet = (
         contextlib.nullcontext()
         if verbose
@@ -173,10 +179,40 @@ def evaluate_results(coco_gt, results, iou_type="segm", verbose=True, image_ids=
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def _stats(evaluator):
     return {
         name: float(value)
         for name, value in zip(STAT_NAMES, evaluator.stats, strict=True)
     }
+
+
+def _per_class_ap(evaluator):
+    """AP over IoU 0.5:0.95 (all areas, 100 detections) per category id;
+    `-1.0` for a category without ground truth."""
+    precision = evaluator.eval["precision"]  # (iou, recall, class, area, maxdet)
+    values = {}
+    for k, category_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        values[int(category_id)] = float(p.mean()) if p.size else -1.0
+    return values
+
+
+def _pr_curves(evaluator):
+    """Precision over the 101 recall points: at IoU 0.5, 0.75 and averaged
+    over 0.5:0.95 (classes averaged where defined; all areas, 100 dets)."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (iou, recall, class)
+    masked = np.ma.masked_less(precision, 0)
+    curves = {
+        "recall": [float(r) for r in evaluator.params.recThrs],
+        "iou_0.50": np.ma.filled(masked[0].mean(axis=1), 0.0).tolist(),
+        "iou_0.75": np.ma.filled(masked[5].mean(axis=1), 0.0).tolist(),
+        "iou_0.50:0.95": np.ma.filled(masked.mean(axis=(0, 2)), 0.0).tolist(),
+    }
+    return curves
 
 
 def load_image(path, apply_exif_orientation=True):
@@ -280,6 +316,37 @@ def evaluate_model(
     ...     max_images=50,
     ... )
     """
+    coco_gt, results, image_ids = predict_coco_results(
+        model,
+        annotation_file,
+        image_dir,
+        batch_size=batch_size,
+        max_images=max_images,
+        progress=progress,
+        apply_exif_orientation=apply_exif_orientation,
+    )
+    return evaluate_results(coco_gt, results, verbose=progress, image_ids=image_ids)
+
+
+def predict_coco_results(
+    model,
+    annotation_file,
+    image_dir,
+    batch_size=1,
+    max_images=None,
+    progress=True,
+    apply_exif_orientation=True,
+):
+    """Predicts a COCO-format dataset: `(coco_gt, results, image_ids)`.
+
+    The prediction half of `evaluate_model` (same arguments): `results` is
+    the list of COCO result dicts (RLE masks, boxes, scores, the dataset's
+    own category ids), ready for `json.dump` and `COCO.loadRes`.
+    """
+    if not os.path.isfile(annotation_file):
+        raise FileNotFoundError(f"Annotation file {annotation_file!r} does not exist.")
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"Image folder {image_dir!r} does not exist.")
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(annotation_file)
     category_ids = sorted(coco_gt.getCatIds())
@@ -314,4 +381,64 @@ def evaluate_model(
             results.extend(predictions_to_coco_results(output, ids, category_ids))
         if progbar is not None:
             progbar.add(len(chunk))
-    return evaluate_results(coco_gt, results, verbose=progress, image_ids=image_ids)
+    return coco_gt, results, image_ids
+
+
+def coco_evaluation(
+    model,
+    annotation_file,
+    image_dir,
+    batch_size=1,
+    max_images=None,
+    progress=True,
+    apply_exif_orientation=True,
+):
+    """Mask and box AP, per-class AP and PR curves of `model` on a dataset.
+
+    Like `evaluate_model` (same arguments), but evaluates both the masks
+    (`"segm"`) and the boxes of the predicted masks (`"bbox"`), and returns
+    a dict with:
+    - `"segm"`, `"bbox"`: the 12 COCO statistics each;
+    - `"per_class"`: a list of `{"category_id", "name", "mask_ap",
+      "box_ap", "num_instances"}` dicts, in category-id order;
+    - `"pr_curves"`: `{"segm": ..., "bbox": ...}`, precision at the 101
+      recall points (see `_pr_curves`);
+    - `"results"`: the COCO result dicts, for `json.dump` / `COCO.loadRes`.
+
+    Example:
+    >>> report = keras_solov2.evaluation.coco_evaluation(
+    ...     model, "annotations.json", "images/")
+    >>> report["segm"]["AP"], report["bbox"]["AP"]
+    """
+    coco_gt, results, image_ids = predict_coco_results(
+        model,
+        annotation_file,
+        image_dir,
+        batch_size=batch_size,
+        max_images=max_images,
+        progress=progress,
+        apply_exif_orientation=apply_exif_orientation,
+    )
+    report = {"per_class": [], "pr_curves": {}, "results": results}
+    per_class = {}
+    for iou_type in ("segm", "bbox"):
+        evaluator = _cocoeval(coco_gt, results, iou_type, progress, image_ids)
+        report[iou_type] = _stats(evaluator)
+        report["pr_curves"][iou_type] = _pr_curves(evaluator)
+        per_class[iou_type] = _per_class_ap(evaluator)
+    for category in sorted(
+        coco_gt.loadCats(coco_gt.getCatIds()), key=lambda c: c["id"]
+    ):
+        cid = int(category["id"])
+        report["per_class"].append(
+            {
+                "category_id": cid,
+                "name": category.get("name", str(cid)),
+                "mask_ap": per_class["segm"].get(cid, -1.0),
+                "box_ap": per_class["bbox"].get(cid, -1.0),
+                "num_instances": len(
+                    coco_gt.getAnnIds(imgIds=image_ids, catIds=[cid], iscrowd=False)
+                ),
+            }
+        )
+    return report

@@ -1,0 +1,183 @@
+"""Files in, files out: what `keras-solov2 predict` and `evaluate` write."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+from pycocotools import mask as mask_util
+
+from keras_solov2.evaluation import coco_evaluation, load_image
+from keras_solov2.evaluation.visualization import draw_instances
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_paths(paths):
+    """Image files from files and folders (a folder's images in name order)."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            names = sorted(
+                n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not names:
+                raise FileNotFoundError(f"No image files in the folder {path!r}.")
+            found += [os.path.join(path, n) for n in names]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"No such image file or folder: {path!r}.")
+    return found
+
+
+def encode_rle(mask):
+    rle = mask_util.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def predict_to_files(model, paths, output, score_threshold=None, progress=True):
+    """Predicts images and writes, per image, `NAME.png` (masks drawn and
+    named) and `NAME.json` (RLE masks, boxes, labels, class names, COCO
+    category ids and scores) into `output`.
+
+    Args:
+        model: a `keras_solov2.SOLOv2`.
+        paths: image files and folders.
+        output: str. Folder to write.
+        score_threshold: optional float. Keeps detections scoring at least
+            this (also what is drawn). Defaults to the model's
+            `score_threshold`.
+        progress: bool. A progress bar over the images.
+
+    Returns:
+        list of the per-image dicts written as JSON.
+    """
+    files = image_paths(paths)
+    os.makedirs(output, exist_ok=True)
+    threshold = model.score_threshold if score_threshold is None else score_threshold
+    bar = keras.utils.Progbar(len(files), unit_name="image") if progress else None
+    written, stems = [], set()
+    for path in files:
+        image = load_image(path)
+        out = model.predict(image[None], verbose=0)
+        n = int(out["num_detections"][0])
+        keep = [i for i in range(n) if out["scores"][0, i] >= threshold]
+        detections = []
+        for i in keep:
+            label = int(out["labels"][0, i])
+            detections.append(
+                {
+                    "label": label,
+                    "class_name": (model.class_names or [str(label)] * (label + 1))[
+                        label
+                    ],
+                    "category_id": (
+                        model.category_ids[label] if model.category_ids else None
+                    ),
+                    "score": float(out["scores"][0, i]),
+                    "box": [float(v) for v in out["boxes"][0, i]],
+                    "segmentation": encode_rle(out["masks"][0, i]),
+                }
+            )
+        stem = os.path.splitext(os.path.basename(path))[0]
+        while stem in stems:  # same name in two folders
+            stem += "_"
+        stems.add(stem)
+        record = {
+            "image": os.path.abspath(path),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "detections": detections,
+        }
+        with open(os.path.join(output, stem + ".json"), "w") as f:
+            json.dump(record, f)
+        drawn = draw_instances(
+            image,
+            out["masks"][0, keep] if keep else np.zeros((0, *image.shape[:2]), bool),
+            out["labels"][0, keep],
+            out["scores"][0, keep],
+            class_names=model.class_names,
+            score_threshold=threshold,
+        )
+        from PIL import Image
+
+        Image.fromarray(drawn).save(os.path.join(output, stem + ".png"))
+        written.append(record)
+        if bar is not None:
+            bar.add(1)
+    return written
+
+
+def evaluate_to_files(model, annotation_file, image_dir, output, progress=True):
+    """COCO evaluation written to `output`: `results.json` (COCO results
+    format, for `COCO.loadRes`), `per_class_ap.csv`, `metrics.json` and
+    `pr_curve.png`. Returns the `coco_evaluation` report."""
+    report = coco_evaluation(model, annotation_file, image_dir, progress=progress)
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump(report["results"], f)
+    with open(os.path.join(output, "metrics.json"), "w") as f:
+        json.dump({"segm": report["segm"], "bbox": report["bbox"]}, f, indent=2)
+    with open(os.path.join(output, "per_class_ap.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["category_id", "name", "instances", "mask_ap", "box_ap"])
+        for row in report["per_class"]:
+            writer.writerow(
+                [
+                    row["category_id"],
+                    row["name"],
+                    row["num_instances"],
+                    f"{row['mask_ap']:.4f}",
+                    f"{row['box_ap']:.4f}",
+                ]
+            )
+    plot_pr_curves(report["pr_curves"], os.path.join(output, "pr_curve.png"))
+    return report
+
+
+def plot_pr_curves(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, (iou_type, title) in zip(
+        axes, (("segm", "masks"), ("bbox", "boxes")), strict=True
+    ):
+        data = curves[iou_type]
+        for key in ("iou_0.50", "iou_0.75", "iou_0.50:0.95"):
+            axis.plot(data["recall"], data[key], label=f"IoU {key[4:]}")
+        axis.set(xlabel="recall", title=f"precision-recall ({title})", xlim=(0, 1))
+        axis.legend()
+    axes[0].set(ylabel="precision", ylim=(0, 1.01))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ap_table(report):
+    """The COCO AP table (segm and bbox) and per-class AP, as text."""
+    lines = [
+        f"{'':8s}"
+        + "".join(f"{k:>8s}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+    ]
+    for iou_type, name in (("segm", "mask"), ("bbox", "box")):
+        stats = report[iou_type]
+        lines.append(
+            f"{name:8s}"
+            + "".join(
+                f"{stats[k]:8.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+            )
+        )
+    lines.append("")
+    lines.append(f"{'class':24s}{'instances':>10s}{'mask AP':>9s}{'box AP':>9s}")
+    for row in report["per_class"]:
+        lines.append(
+            f"{row['name'][:24]:24s}{row['num_instances']:10d}"
+            f"{row['mask_ap']:9.3f}{row['box_ap']:9.3f}"
+        )
+    return "\n".join(lines)

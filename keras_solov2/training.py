@@ -1,0 +1,336 @@
+"""Training from a COCO-format dataset to a preset directory, with resume.
+
+`train(...)` is what `keras-solov2 train` runs: the same function from
+Python. It reads the classes from the data, builds the model, compiles the
+official recipe (SGD with the learning rate scaled to the batch, warm-up and
+step decay), and fits with Keras' progress bar and these callbacks, in this
+order: COCO mask AP on the validation split (`CocoEvaluation`),
+`BackupAndRestore` (resume), the best and last preset directories,
+`CSVLogger`, `TensorBoard`, then a plot of the losses and AP and a grid of
+ground truth against predictions at the end.
+"""
+
+import csv
+import json
+import math
+import os
+
+import keras
+import numpy as np
+
+from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
+from keras_solov2.data import CocoDataset
+from keras_solov2.models import preset_loader
+from keras_solov2.models.solov2 import SOLOv2
+from keras_solov2.optimizers import solov2_optimizer
+from keras_solov2.utils import image_geometry
+
+DEFAULT_MODEL = "light_r18_coco"
+
+
+def train(
+    annotations,
+    images,
+    output,
+    val_annotations=None,
+    val_images=None,
+    model=DEFAULT_MODEL,
+    epochs=None,
+    batch_size=8,
+    image_size=None,
+    learning_rate=None,
+    schedule="1x",
+    warmup_steps=500,
+    max_instances=100,
+    resume=False,
+    num_grid_images=4,
+    seed=0,
+    verbose="auto",
+):
+    """Trains SOLOv2 on a COCO-format dataset and writes everything to `output`.
+
+    Args:
+        annotations, images: the training split (COCO instances json, folder).
+        output: str. Run folder. Holds `results.csv`, `results.png`,
+            `logs/` (TensorBoard), `best/` and `last/` (preset directories
+            for `SOLOv2.from_preset`), `predictions.png` and `backup/`.
+        val_annotations, val_images: optional validation split; without it
+            there is no AP and `best/` is not written.
+        model: a preset name (`"light_r18_coco"`: COCO weights, a new
+            classifier), a preset directory, or an architecture name
+            (random init). Defaults to `"light_r18_coco"`.
+        epochs: int. Defaults to the schedule's (12 for `"1x"`, 36 for
+            `"3x"`); the step decays fall at the same fractions of the run.
+        batch_size: int. Defaults to `8`.
+        image_size: `(H, W)`: train at the one keep-ratio scale
+            `(max(H, W), min(H, W))`. Defaults to the official multi-scale
+            training at the model's test scale (`training_scales`).
+        learning_rate: float. Defaults to the recipe, `0.01 * batch_size / 16`.
+        schedule: `"1x"` or `"3x"`. Defaults to `"1x"`.
+        warmup_steps: int. Defaults to `500` (capped at a third of the run).
+        max_instances: int. Instances per image (more are counted).
+        resume: bool. Continue the interrupted run in `output` from its
+            last finished epoch, with the optimizer state and schedule.
+        num_grid_images: int. Validation images in `predictions.png`.
+        seed: int. Shuffling seed.
+        verbose: Keras' `fit` verbosity. Defaults to `"auto"`.
+
+    Returns:
+        The `keras.callbacks.History` of the run (this session's epochs).
+    """
+    for path, what in (
+        (annotations, "annotation file"),
+        (val_annotations, "validation annotation file"),
+    ):
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"The {what} {path!r} does not exist.")
+    for path, what in (
+        (images, "image folder"),
+        (val_images, "validation image folder"),
+    ):
+        if path is not None and not os.path.isdir(path):
+            raise FileNotFoundError(f"The {what} {path!r} does not exist.")
+    if (val_annotations is None) != (val_images is None):
+        raise ValueError("Give both --val-annotations and --val-images, or neither.")
+    backup = os.path.join(output, "backup")
+    if not resume and os.path.exists(os.path.join(output, "results.csv")):
+        raise FileExistsError(
+            f"{output!r} holds a run already (results.csv): pass --resume to continue "
+            "it, or choose another --output."
+        )
+    os.makedirs(output, exist_ok=True)
+
+    dataset = CocoDataset(annotations, images)
+    network = build_model(model, dataset)
+    scales = training_scales(network, image_size)
+    canvas = image_geometry.canvas_for_scales(scales, network.size_divisor)
+    steps_per_epoch = max(1, len(dataset) // batch_size)
+    optimizer, recipe_epochs = solov2_optimizer(
+        steps_per_epoch=steps_per_epoch,
+        schedule=schedule,
+        batch_size=batch_size,
+        warmup_steps=warmup_steps,
+    )
+    epochs = int(epochs or recipe_epochs)
+    optimizer = _rescale_schedule(
+        optimizer, steps_per_epoch * epochs, recipe_epochs * steps_per_epoch,
+        learning_rate, warmup_steps,
+    )  # fmt: skip
+    network.compile(optimizer=optimizer)
+    train_data = dataset.as_tf_dataset(
+        batch_size=batch_size,
+        image_size=canvas,
+        scales=scales,
+        max_instances=max_instances,
+        training=True,
+        repeat=True,
+        seed=seed,
+        size_divisor=network.size_divisor,
+    )
+
+    callbacks = []
+    if val_annotations is not None:
+        callbacks.append(CocoEvaluation(val_annotations, val_images))
+    callbacks.append(keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False))
+    metadata = {
+        "trained_on": os.path.abspath(annotations),
+        "num_classes": dataset.num_classes,
+    }
+    callbacks.append(
+        PresetCheckpoint(
+            last_dir=os.path.join(output, "last"),
+            best_dir=os.path.join(output, "best") if val_annotations else None,
+            metadata=metadata,
+        )
+    )
+    results_csv = os.path.join(output, "results.csv")
+    if resume:
+        _drop_unfinished_rows(results_csv, backup)
+    callbacks.append(keras.callbacks.CSVLogger(results_csv, append=resume))
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(output, "logs")))
+    callbacks.append(ResultsPlot(results_csv, os.path.join(output, "results.png")))
+    history = network.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if val_annotations is not None and num_grid_images:
+        save_ground_truth_grid(
+            network,
+            val_annotations,
+            val_images,
+            os.path.join(output, "predictions.png"),
+            num_grid_images,
+        )
+    return history
+
+
+def training_scales(model, image_size=None):
+    """Keep-ratio `(long, short)` training scales.
+
+    Without `image_size`: the model's test scale and shorter sides down to
+    80% of it in steps of 32, the official multi-scale augmentation (for
+    (1333, 800): 800, 768, ..., 640). With `image_size=(H, W)`: the one
+    scale `(max(H, W), min(H, W))`. Images are resized to fit a scale in
+    either orientation, in a square canvas that fits both.
+    """
+    if image_size is not None:
+        height, width = (int(v) for v in image_size)
+        return [(max(height, width), min(height, width))]
+    if model.test_scale is None:
+        raise ValueError(
+            "The model has no test_scale to train at: pass --image-size H W."
+        )
+    long_side, short = max(model.test_scale), min(model.test_scale)
+    shorts = range(short, int(0.8 * short) - 1, -32)
+    return [(long_side, s) for s in shorts]
+
+
+def build_model(spec, dataset):
+    """The model for `dataset`'s classes from a preset name, directory or
+    architecture."""
+    data = {
+        "num_classes": dataset.num_classes,
+        "class_names": dataset.class_names,
+        "category_ids": dataset.category_ids,
+    }
+    if os.path.isdir(spec):
+        return SOLOv2.from_preset(spec, **data)
+    names = preset_loader.known_presets()
+    if spec not in names:
+        raise ValueError(
+            f"--model {spec!r} is neither a preset directory nor a preset name "
+            f"({', '.join(names)})."
+        )
+    if spec in SOLOv2.presets:
+        return SOLOv2.from_preset(spec, **data)
+    return SOLOv2.from_preset(spec, load_weights=False, **data)
+
+
+def _rescale_schedule(optimizer, total, recipe_total, learning_rate, warmup_steps):
+    """The recipe's optimizer with its decays at the same fractions of a
+    `total`-step run, the warm-up capped at a third of it, and the rate set."""
+    optimizer_config = optimizer.get_config()
+    schedule = keras.optimizers.schedules.deserialize(optimizer_config["learning_rate"])
+    config = schedule.get_config()
+    config["milestones"] = [
+        int(round(m / recipe_total * total)) for m in config["milestones"]
+    ]
+    config["warmup_steps"] = min(int(warmup_steps), max(1, total // 3))
+    if learning_rate is not None:
+        config["base_learning_rate"] = float(learning_rate)
+    optimizer_config["learning_rate"] = type(schedule).from_config(config)
+    return type(optimizer).from_config(optimizer_config)
+
+
+def _drop_unfinished_rows(results_csv, backup):
+    """Keeps only the epochs that the backup holds (a kill between the CSV
+    row and the backup would otherwise repeat a row)."""
+    metadata = os.path.join(backup, "training_metadata.json")
+    if not (os.path.exists(results_csv) and os.path.exists(metadata)):
+        return
+    with open(metadata) as f:
+        finished = int(json.load(f).get("epoch", 0))
+    with open(results_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < finished]
+    with open(results_csv, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+class ResultsPlot(keras.callbacks.Callback):
+    """Redraws `results.png` (losses and AP per epoch) from `results.csv`."""
+
+    def __init__(self, results_csv, path):
+        super().__init__()
+        self.results_csv = results_csv
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        # CSVLogger writes its row in its own on_epoch_end, before this one.
+        plot_results(self.results_csv, self.path)
+
+
+def plot_results(results_csv, path):
+    """Plots every column of a `results.csv`: losses left, AP right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(results_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+
+    def column(name):
+        return [float(r[name]) if r[name] not in ("", "NA") else math.nan for r in rows]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in rows[0]:
+        if name.endswith("loss"):
+            left.plot(epochs, column(name), marker="o", label=name)
+        elif "_ap" in name:
+            right.plot(epochs, column(name), marker="o", label=name)
+    left.set(xlabel="epoch", title="losses")
+    right.set(xlabel="epoch", title="validation AP")
+    for axis in (left, right):
+        if axis.lines:
+            axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_ground_truth_grid(model, annotation_file, image_dir, path, count=4):
+    """A PNG with, per row, a validation image's ground truth and predictions."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from keras_solov2.evaluation import load_image
+    from keras_solov2.evaluation.visualization import save_prediction_grid
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(annotation_file)
+    ids = sorted(coco.getImgIds())[:count]
+    label_of = {
+        int(c): i for i, c in enumerate(model.category_ids or sorted(coco.getCatIds()))
+    }
+    images, drawn = [], []
+    for info in coco.loadImgs(ids):
+        image = load_image(os.path.join(image_dir, info["file_name"]))
+        anns = [
+            a
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))
+            if not a.get("iscrowd")
+        ]
+        gt_masks = (
+            np.stack([coco.annToMask(a) for a in anns])
+            if anns
+            else np.zeros((0, *image.shape[:2]), np.uint8)
+        )
+        prediction = model.predict(image[None], verbose=0)
+        n = int(prediction["num_detections"][0])
+        images += [image, image]
+        drawn += [
+            {
+                "masks": gt_masks,
+                "labels": np.asarray(
+                    [label_of.get(a["category_id"], -1) for a in anns], np.int32
+                ),
+                "scores": np.ones(len(anns), np.float32),
+            },
+            {
+                "masks": prediction["masks"][0, :n],
+                "labels": prediction["labels"][0, :n],
+                "scores": prediction["scores"][0, :n],
+            },
+        ]
+    save_prediction_grid(images, drawn, path, class_names=model.class_names, columns=2)
