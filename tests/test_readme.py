@@ -18,6 +18,7 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,11 @@ SUBSTITUTIONS = [
     ),
 ]
 SUBSTITUTIONS += [
+    (
+        r"--epochs 12",
+        "--epochs 1 --model light_r18 --batch-size 2 --image-size 256 256",
+        "one short epoch from random init (no weights offline)",
+    ),
     (r"/data/coco_train", "coco_train", "shards in the test folder"),
     (r"--shards 64", "--shards 2", "seven images make two shards"),
     (r" \[--skip-invalid\]", "", "an optional flag, shown in brackets"),
@@ -54,6 +60,22 @@ NOT_RUN = {
     'from_mmdet("solov2.pth"': (
         "needs an official checkpoint; tests/test_convert_and_presets.py converts "
         "one written by the tests"
+    ),
+}
+# Blocks that the default suite skips for time, by a line they hold; the
+# slow test (`make test-slow`) runs every block, these included.
+SLOW_ONLY = {
+    "keras-solov2 train annotations.json": (
+        "light R18 training, evaluation and export take minutes; "
+        "tests/test_workflow_cli.py runs the same commands on a tiny model"
+    ),
+    'export.tflite(model, "solov2.tflite"': (
+        "three exports of a light R18 take minutes; tests/test_export.py "
+        "exports tiny models in the default suite"
+    ),
+    "--quantization int8": (
+        "int8 calibration of a light R18 takes minutes; tests/test_export.py "
+        "runs int8 on a tiny model in the default suite"
     ),
 }
 
@@ -75,7 +97,7 @@ def run_commands(block):
 
     lines = [line for line in block.splitlines() if line.startswith("keras-solov2 ")]
     for line in lines:
-        main(shlex.split(line)[1:])
+        assert main(shlex.split(line)[1:]) == 0, line
     return len(lines)
 
 
@@ -127,11 +149,14 @@ def make_data_folder(folder):
     return data
 
 
-def prepared(block):
+def prepared(block, include_slow=True):
     """The block with the substitutions applied, or `None` with a reason."""
     for marker, reason in NOT_RUN.items():
         if marker in block:
             return None, reason
+    for marker, reason in SLOW_ONLY.items():
+        if marker in block and not include_slow:
+            return None, f"slow test only: {reason}"
     for pattern, replacement, _ in SUBSTITUTIONS:
         block = re.sub(pattern, replacement, block)
     return block, None
@@ -143,19 +168,28 @@ def test_substitutions_and_skips_still_match_the_readme():
     text = "\n".join(code for _, code in readme_blocks())
     for pattern, _, why in SUBSTITUTIONS:
         assert re.search(pattern, text), f"substitution no longer matches ({why})"
-    for marker in NOT_RUN:
-        assert marker in text, f"NOT_RUN marker {marker!r} is gone from the README"
+    for marker in [*NOT_RUN, *SLOW_ONLY]:
+        assert marker in text, f"marker {marker!r} is gone from the README"
     runnable = [b for b in blocks if prepared(b)[0] is not None]
     assert len(runnable) >= len(blocks) - len(NOT_RUN)
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
+    run_readme(tmp_path, monkeypatch, include_slow=False)
+
+
+@pytest.mark.slow
+def test_readme_examples_run_all_of_them(tmp_path, monkeypatch):
+    run_readme(tmp_path, monkeypatch, include_slow=True)
+
+
+def run_readme(tmp_path, monkeypatch, include_slow):
     data = make_data_folder(str(tmp_path))
     assert any(i["height"] > i["width"] for i in data["images"])  # portraits
     monkeypatch.chdir(tmp_path)
     ran, commands, namespace = 0, 0, {"__name__": "readme"}
     for number, (language, block) in enumerate(readme_blocks()):
-        code, reason = prepared(block)
+        code, reason = prepared(block, include_slow)
         if code is None:
             print(f"README block {number} not run: {reason}")
             continue
