@@ -106,6 +106,7 @@ def test_train_writes_every_file_and_logs_mask_ap(workspace):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+@pytest.mark.slow  # three training runs: kept out of the 20-minute default suite
 def test_resume_after_sigkill_in_epoch_2_does_not_repeat_epoch_1(workspace):
     root, splits = workspace
     output = root / "killed"
@@ -135,6 +136,13 @@ def test_resume_after_sigkill_in_epoch_2_does_not_repeat_epoch_1(workspace):
     assert csv_epochs(results) == [0, 1, 2]
     with open(output / "backup" / "training_metadata.json") as f:
         assert json.load(f)["epoch"] == 3
+    # The optimizer state came back with the weights: its step counter (what
+    # the learning-rate schedule reads) went on from epoch 1's 60 steps, so
+    # it ends at 3 x 60, not 2 x 60.
+    import h5py
+
+    with h5py.File(output / "backup" / "latest.weights.h5") as weights:
+        assert int(weights["optimizer/vars/0"][()]) == 3 * 60
 
 
 def test_evaluate_writes_loadable_results_and_prints_their_ap(workspace):
