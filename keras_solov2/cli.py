@@ -83,6 +83,7 @@ def _train(args):
         args.annotations,
         args.images,
         args.output,
+        tfrecords=args.tfrecords,
         val_annotations=args.val_annotations,
         val_images=args.val_images,
         model=args.model,
@@ -189,8 +190,14 @@ def build_parser():
         "train",
         help="Train on a COCO-format dataset (AP per epoch, resume, presets).",
     )
-    trainer.add_argument("annotations", help="training COCO instances json")
-    trainer.add_argument("images", help="training image folder")
+    trainer.add_argument("annotations", nargs="?", help="training COCO instances json")
+    trainer.add_argument("images", nargs="?", help="training image folder")
+    trainer.add_argument(
+        "--tfrecords",
+        metavar="PREFIX",
+        help="train from shards of `keras-solov2 data to-tfrecord` instead of "
+        "ANNOTATIONS IMAGES",
+    )
     trainer.add_argument("--output", required=True, help="run folder to write")
     trainer.add_argument("--val-annotations", help="validation COCO instances json")
     trainer.add_argument("--val-images", help="validation image folder")

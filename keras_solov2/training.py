@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
-from keras_solov2.data import CocoDataset
+from keras_solov2.data import CocoDataset, read_tfrecords
+from keras_solov2.data.tfrecord import read_tfrecord_metadata
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import solov2_optimizer
@@ -32,6 +33,7 @@ def train(
     annotations,
     images,
     output,
+    tfrecords=None,
     val_annotations=None,
     val_images=None,
     model=DEFAULT_MODEL,
@@ -50,10 +52,14 @@ def train(
     """Trains SOLOv2 on a COCO-format dataset and writes everything to `output`.
 
     Args:
-        annotations, images: the training split (COCO instances json, folder).
+        annotations, images: the training split (COCO instances json, folder),
+            or `None` with `tfrecords`.
         output: str. Run folder. Holds `results.csv`, `results.png`,
             `logs/` (TensorBoard), `best/` and `last/` (preset directories
             for `SOLOv2.from_preset`), `predictions.png` and `backup/`.
+        tfrecords: optional shard prefix written by `write_tfrecords`
+            (`keras-solov2 data to-tfrecord`): train from the shards instead;
+            the classes come from their `.meta.json`.
         val_annotations, val_images: optional validation split; without it
             there is no AP and `best/` is not written.
         model: a preset name (`"light_r18_coco"`: COCO weights, a new
@@ -78,6 +84,11 @@ def train(
     Returns:
         The `keras.callbacks.History` of the run (this session's epochs).
     """
+    if (tfrecords is None) == (annotations is None or images is None):
+        raise ValueError(
+            "Give the training data either as ANNOTATIONS IMAGES or as "
+            "--tfrecords PREFIX, not both or neither."
+        )
     for path, what in (
         (annotations, "annotation file"),
         (val_annotations, "validation annotation file"),
@@ -100,11 +111,21 @@ def train(
         )
     os.makedirs(output, exist_ok=True)
 
-    dataset = CocoDataset(annotations, images)
+    if tfrecords is None:
+        dataset = CocoDataset(annotations, images)
+        num_images = len(dataset)
+    else:
+        if not os.path.isfile(f"{tfrecords}.meta.json"):
+            raise FileNotFoundError(
+                f"No shards at --tfrecords {tfrecords!r}: {tfrecords}.meta.json "
+                "does not exist (write them with `keras-solov2 data to-tfrecord`)."
+            )
+        dataset = _ShardClasses(read_tfrecord_metadata(tfrecords))
+        num_images = dataset.num_images
     network = build_model(model, dataset)
     scales = training_scales(network, image_size)
     canvas = image_geometry.canvas_for_scales(scales, network.size_divisor)
-    steps_per_epoch = max(1, len(dataset) // batch_size)
+    steps_per_epoch = max(1, num_images // batch_size)
     optimizer, recipe_epochs = solov2_optimizer(
         steps_per_epoch=steps_per_epoch,
         schedule=schedule,
@@ -117,7 +138,7 @@ def train(
         learning_rate, warmup_steps,
     )  # fmt: skip
     network.compile(optimizer=optimizer)
-    train_data = dataset.as_tf_dataset(
+    reader_args = dict(
         batch_size=batch_size,
         image_size=canvas,
         scales=scales,
@@ -127,13 +148,17 @@ def train(
         seed=seed,
         size_divisor=network.size_divisor,
     )
+    if tfrecords is None:
+        train_data = dataset.as_tf_dataset(**reader_args)
+    else:
+        train_data = read_tfrecords(f"{tfrecords}-*", **reader_args)
 
     callbacks = []
     if val_annotations is not None:
         callbacks.append(CocoEvaluation(val_annotations, val_images))
     callbacks.append(keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False))
     metadata = {
-        "trained_on": os.path.abspath(annotations),
+        "trained_on": os.path.abspath(annotations or tfrecords),
         "num_classes": dataset.num_classes,
     }
     callbacks.append(
@@ -165,6 +190,16 @@ def train(
             num_grid_images,
         )
     return history
+
+
+class _ShardClasses:
+    """The classes of TFRecord shards, as `build_model` reads a dataset's."""
+
+    def __init__(self, metadata):
+        self.class_names = list(metadata["class_names"])
+        self.category_ids = [int(i) for i in metadata["category_ids"]]
+        self.num_classes = len(self.class_names)
+        self.num_images = int(metadata["num_images"])
 
 
 def training_scales(model, image_size=None):

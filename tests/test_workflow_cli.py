@@ -106,6 +106,29 @@ def test_train_writes_every_file_and_logs_mask_ap(workspace):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+def test_train_from_tfrecord_shards(workspace):
+    root, splits = workspace
+    prefix = str(root / "shards" / "train")
+    written = cli("data", "to-tfrecord", *splits["train"], "--output", prefix,
+                  "--shards", "2")  # fmt: skip
+    assert written.returncode == 0, written.stderr[-3000:]
+    output = root / "from_shards"
+    result = cli(
+        "train", "--tfrecords", prefix, "--output", str(output),
+        "--model", str(root / "tiny_preset"), "--epochs", "1", "--batch-size", "2",
+        "--image-size", "64", "64", "--warmup-steps", "5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert csv_epochs(output / "results.csv") == [0]
+    loaded = keras_solov2.SOLOv2.from_preset(str(output / "last"))
+    assert loaded.class_names == ["circle", "triangle", "square", "star"]
+    assert loaded.category_ids == [1, 2, 3, 4]
+    missing = cli("train", "--tfrecords", str(root / "nope"), "--output",
+                  str(root / "x"))  # fmt: skip
+    assert missing.returncode == 2
+    assert_one_error_line(missing.stderr, "nope.meta.json")
+
+
 @pytest.mark.slow  # three training runs: kept out of the 20-minute default suite
 def test_resume_after_sigkill_in_epoch_2_does_not_repeat_epoch_1(workspace):
     root, splits = workspace
