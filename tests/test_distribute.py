@@ -88,10 +88,10 @@ PER_REPLICA_SCRIPT = textwrap.dedent(
 )
 
 
-def _run(script):
+def _run(script, *args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         cwd=root,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         capture_output=True,
@@ -219,3 +219,80 @@ def test_multi_worker_custom_loop_with_per_worker_input(tmp_path):
     # json writes a NaN or infinite loss as NaN / Infinity, and reads it back.
     assert len(reports[0]["losses"]) == 3
     assert all(math.isfinite(loss) for loss in reports[0]["losses"])
+
+
+# One device against two replicas on the same global batch of 4: replica 0
+# gets images 0-1 (two instances each), replica 1 images 2-3 (image 3 has
+# none), so the replicas' positive counts differ. BatchNorm runs in inference
+# mode (norm_eval): its batch statistics would be per replica otherwise.
+SAME_UPDATE_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    from conftest import rectangle_batch, tiny_model
+    normalization = sys.argv[1]
+    images, targets = rectangle_batch(batch=4, size=64)
+    targets["labels"][3] = -1
+    targets["masks"][3] = 0
+    dataset = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4).repeat()
+    keras.utils.set_random_seed(0)
+    initial = tiny_model(norm_eval=True).get_weights()
+
+    def run(strategy):
+        with strategy.scope():
+            model = tiny_model(norm_eval=True, loss_normalization=normalization)
+            model.set_weights(initial)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+        history = model.fit(dataset, steps_per_epoch=1, epochs=3, verbose=0).history
+        return history, model.get_weights()
+
+    one, w_one = run(tf.distribute.get_strategy())
+    two, w_two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    def max_diff(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+    print("RESULT", json.dumps({
+        "loss": [one["loss"], two["loss"]],
+        "category": [one["category_loss"], two["category_loss"]],
+        "max_weight_diff": max_diff(w_one, w_two),
+        "max_weight_change": max_diff(initial, w_one),
+    }))
+    """
+)
+
+
+def _one_and_two_replicas(normalization):
+    result = _run(SAME_UPDATE_SCRIPT, normalization)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+@pytest.mark.slow
+def test_two_replicas_give_one_devices_loss_and_update():
+    data = _one_and_two_replicas("global")
+    one, two = data["loss"]
+    assert all(
+        math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+        for a, b in zip(one, two, strict=True)
+    ), data
+    cat_one, cat_two = data["category"]
+    assert all(
+        math.isclose(a, b, rel_tol=1e-5) for a, b in zip(cat_one, cat_two, strict=True)
+    ), data
+    assert data["max_weight_change"] > 1e-4, "the steps must move the weights"
+    assert data["max_weight_diff"] < 1e-5, data
+
+
+@pytest.mark.slow
+def test_per_replica_normalisation_differs_when_positives_differ():
+    # mmdetection's multi-GPU convention: each replica's own num_pos.
+    data = _one_and_two_replicas("per_replica")
+    one, two = data["loss"]
+    assert not math.isclose(one[0], two[0], rel_tol=1e-3), data

@@ -86,6 +86,15 @@ class SOLOv2(keras.Model):
         focal_alpha: float. Defaults to `0.25`.
         focal_gamma: float. Defaults to `2.0`.
         mask_loss_weight: float. Defaults to `3.0`.
+        loss_normalization: `"global"` or `"per_replica"`. How the loss is
+            normalised under `tf.distribute` (one device: the same). With
+            `"global"`, `num_pos` (the focal-loss and mask-loss divisor) is
+            summed over the replicas, so that N replicas give the loss and
+            the update of one device on the same global batch (batch
+            statistics of training-mode BatchNorm stay per replica, as
+            without SyncBN). `"per_replica"` normalises each replica by its
+            own positives and averages the replicas, as mmdetection's
+            multi-GPU training does. Defaults to `"global"`.
         image_converter: optional `SOLOv2ImageConverter` (or its config).
             Defaults to one built from the keyword settings.
         target_encoder: optional `SOLOv2TargetEncoder` (or its config).
@@ -115,6 +124,7 @@ class SOLOv2(keras.Model):
         focal_alpha=0.25,
         focal_gamma=2.0,
         mask_loss_weight=3.0,
+        loss_normalization="global",
         image_converter=None,
         target_encoder=None,
         decoder=None,
@@ -166,6 +176,12 @@ class SOLOv2(keras.Model):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.mask_loss_weight = mask_loss_weight
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"`loss_normalization` must be one of {LOSS_NORMALIZATIONS}; got "
+                f"{loss_normalization!r}."
+            )
+        self.loss_normalization = loss_normalization
         grids = {"num_grids": backbone.num_grids}
         self.image_converter = _sublayer(
             "image_converter", image_converter, settings, {}
@@ -239,6 +255,8 @@ class SOLOv2(keras.Model):
         check_targets(y)
         if x is not None:
             self._check_canvas(x)
+        replicas, replica_sum = _replicas()
+        is_global = self.loss_normalization == "global"
         losses = solov2_loss(
             y_pred,
             y,
@@ -247,13 +265,21 @@ class SOLOv2(keras.Model):
             focal_alpha=self.focal_alpha,
             focal_gamma=self.focal_gamma,
             mask_loss_weight=self.mask_loss_weight,
+            reduce_num_pos=replica_sum if is_global else None,
         )
-        self.category_loss_tracker.update_state(losses["category_loss"])
-        self.mask_loss_tracker.update_state(losses["mask_loss"])
+        # Keras' TF trainer sums the replicas' gradients and logs the loss
+        # times the replica count, averaged: each replica must return its
+        # share of the global loss. With a global num_pos the replicas' own
+        # sums are those shares; per replica, each loss is 1/N of a mean.
+        share = 1.0 if is_global else 1.0 / replicas
+        # The trackers average over the replicas: give them the global value.
+        logged = replicas if is_global else 1.0
+        self.category_loss_tracker.update_state(losses["category_loss"] * logged)
+        self.mask_loss_tracker.update_state(losses["mask_loss"] * logged)
         self.positives_overflow_tracker.update_state(losses["positives_overflow"])
-        total = losses["category_loss"] + losses["mask_loss"]
-        for extra in self.losses:  # regularisation losses, if any
-            total = total + keras.ops.cast(extra, "float32")
+        total = (losses["category_loss"] + losses["mask_loss"]) * share
+        for extra in self.losses:  # regularisation losses, if any: once
+            total = total + keras.ops.cast(extra, "float32") / replicas
         return total
 
     def _check_canvas(self, images):
@@ -449,6 +475,7 @@ class SOLOv2(keras.Model):
         current = repr(
             [getattr(self, name).settings() for name in _SETTING_LAYERS]
             + [self.focal_alpha, self.focal_gamma, self.mask_loss_weight]
+            + [self.loss_normalization]
         )
         changed = self._traced_settings.get(function, current) != current
         self._traced_settings[function] = current
@@ -467,6 +494,7 @@ class SOLOv2(keras.Model):
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
             "mask_loss_weight": self.mask_loss_weight,
+            "loss_normalization": self.loss_normalization,
             **{
                 name: keras.layers.serialize(getattr(self, name))
                 for name in _SETTING_LAYERS
@@ -560,6 +588,27 @@ def _sublayer(name, given, settings, required):
             f"{type(given).__name__}."
         )
     return given
+
+
+LOSS_NORMALIZATIONS = ("global", "per_replica")
+
+
+def _replicas():
+    """`(num_replicas, sum_over_replicas)` in a `tf.distribute` replica
+    context, else `(1, None)` (one device, and JAX, whose distributed step
+    computes the loss on the global batch)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1, None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1, None
+
+    def replica_sum(value):
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    return context.num_replicas_in_sync, replica_sum
 
 
 def _is_array(x):

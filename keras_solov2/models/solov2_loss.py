@@ -28,6 +28,7 @@ def solov2_loss(
     focal_alpha=0.25,
     focal_gamma=2.0,
     mask_loss_weight=3.0,
+    reduce_num_pos=None,
 ):
     """The loss of mmdetection's `SOLOV2Head.loss_by_feat`, vectorised.
 
@@ -52,6 +53,9 @@ def solov2_loss(
         focal_alpha: float. Defaults to `0.25`.
         focal_gamma: float. Defaults to `2.0`.
         mask_loss_weight: float. Defaults to `3.0`.
+        reduce_num_pos: optional function applied to `num_pos` before it
+            divides, e.g. a sum over `tf.distribute` replicas. Defaults to
+            `None` (this batch's own count).
 
     Returns:
         dict of float32 scalars: `category_loss`, `mask_loss` and
@@ -75,6 +79,8 @@ def solov2_loss(
         ops.where(category >= 0, category, num_classes), num_classes + 1
     )[..., :num_classes]
     num_pos = ops.cast(ops.sum(encoded["num_positive_cells"]), "float32")
+    if reduce_num_pos is not None:
+        num_pos = reduce_num_pos(num_pos)
     category_loss = ops.sum(
         sigmoid_focal_loss(logits, one_hot, focal_alpha, focal_gamma)
     ) / (num_pos + 1.0)
