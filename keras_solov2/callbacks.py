@@ -1,11 +1,10 @@
 """Keras callbacks: COCO mask AP during `fit`, and preset checkpoints."""
 
 import math
-import os
 
 import keras
 
-from keras_solov2.evaluation.coco_evaluator import coco_evaluation
+from keras_solov2.evaluation.coco_evaluator import check_coco_paths, coco_evaluation
 
 # logs key -> (iou type, COCO statistic)
 LOG_KEYS = {
@@ -67,14 +66,7 @@ class CocoEvaluation(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        if not os.path.isfile(annotation_file):
-            raise FileNotFoundError(
-                f"CocoEvaluation: annotation file {annotation_file!r} does not exist."
-            )
-        if not os.path.isdir(image_dir):
-            raise FileNotFoundError(
-                f"CocoEvaluation: image folder {image_dir!r} does not exist."
-            )
+        check_coco_paths(annotation_file, image_dir)
         if isinstance(every_n_epochs, bool) or int(every_n_epochs) < 1:
             raise ValueError(f"`every_n_epochs` must be >= 1, got {every_n_epochs!r}.")
         self.annotation_file = annotation_file

@@ -35,20 +35,9 @@ def load_model(spec):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"No such model file: {spec!r}.")
         return keras.saving.load_model(spec)
-    names = preset_loader.known_presets()
-    if not os.path.isdir(spec) and spec not in names:
-        raise ValueError(
-            f"{spec!r} is neither a .keras file, a preset directory nor a preset "
-            f"name ({', '.join(names)})."
-        )
-    architecture = not os.path.isdir(spec) and spec not in SOLOv2.presets
-    model = SOLOv2.from_preset(spec, load_weights=not architecture)
-    if architecture:
-        print(
-            f"Warning: {spec!r} is an architecture: its weights are random. Use a "
-            "trained preset directory, a .keras file or a *_coco preset."
-        )
-    return model
+    return preset_loader.resolve(
+        SOLOv2, spec, on_random_weights=lambda message: print(f"Warning: {message}")
+    )
 
 
 def _export(args):
@@ -99,13 +88,11 @@ def _train(args):
 
 
 def _evaluate(args):
+    from keras_solov2.evaluation import check_coco_paths
     from keras_solov2.inference import ap_table, evaluate_to_files
 
     # The data first: a wrong path fails in a second, not after the model.
-    if not os.path.isfile(args.annotations):
-        raise FileNotFoundError(f"Annotation file {args.annotations!r} does not exist.")
-    if not os.path.isdir(args.images):
-        raise FileNotFoundError(f"Image folder {args.images!r} does not exist.")
+    check_coco_paths(args.annotations, args.images)
     model = load_model(args.model)
     report = evaluate_to_files(model, args.annotations, args.images, args.output)
     print(ap_table(report))

@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_util
 
 from keras_solov2.evaluation import coco_evaluation, load_image
@@ -71,9 +72,9 @@ def predict_to_files(model, paths, output, score_threshold=None, progress=True):
             detections.append(
                 {
                     "label": label,
-                    "class_name": (model.class_names or [str(label)] * (label + 1))[
-                        label
-                    ],
+                    "class_name": (
+                        model.class_names[label] if model.class_names else str(label)
+                    ),
                     "category_id": (
                         model.category_ids[label] if model.category_ids else None
                     ),
@@ -102,8 +103,6 @@ def predict_to_files(model, paths, output, score_threshold=None, progress=True):
             class_names=model.class_names,
             score_threshold=threshold,
         )
-        from PIL import Image
-
         Image.fromarray(drawn).save(os.path.join(output, stem + ".png"))
         written.append(record)
         if bar is not None:

@@ -10,17 +10,22 @@ order: COCO mask AP on the validation split (`CocoEvaluation`),
 ground truth against predictions at the end.
 """
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
 
 import keras
 import numpy as np
+from pycocotools.coco import COCO
 
 from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
 from keras_solov2.data import CocoDataset, read_tfrecords
 from keras_solov2.data.tfrecord import read_tfrecord_metadata
+from keras_solov2.evaluation.coco_evaluator import check_coco_paths, load_image
+from keras_solov2.evaluation.visualization import save_prediction_grid
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import solov2_optimizer
@@ -89,18 +94,10 @@ def train(
             "Give the training data either as ANNOTATIONS IMAGES or as "
             "--tfrecords PREFIX, not both or neither."
         )
-    for path, what in (
-        (annotations, "annotation file"),
-        (val_annotations, "validation annotation file"),
-    ):
-        if path is not None and not os.path.isfile(path):
-            raise FileNotFoundError(f"The {what} {path!r} does not exist.")
-    for path, what in (
-        (images, "image folder"),
-        (val_images, "validation image folder"),
-    ):
-        if path is not None and not os.path.isdir(path):
-            raise FileNotFoundError(f"The {what} {path!r} does not exist.")
+    if tfrecords is None:
+        check_coco_paths(annotations, images, "training")
+    if val_annotations is not None and val_images is not None:
+        check_coco_paths(val_annotations, val_images, "validation")
     if (val_annotations is None) != (val_images is None):
         raise ValueError("Give both --val-annotations and --val-images, or neither.")
     backup = os.path.join(output, "backup")
@@ -225,23 +222,14 @@ def training_scales(model, image_size=None):
 
 def build_model(spec, dataset):
     """The model for `dataset`'s classes from a preset name, directory or
-    architecture."""
-    data = {
-        "num_classes": dataset.num_classes,
-        "class_names": dataset.class_names,
-        "category_ids": dataset.category_ids,
-    }
-    if os.path.isdir(spec):
-        return SOLOv2.from_preset(spec, **data)
-    names = preset_loader.known_presets()
-    if spec not in names:
-        raise ValueError(
-            f"--model {spec!r} is neither a preset directory nor a preset name "
-            f"({', '.join(names)})."
-        )
-    if spec in SOLOv2.presets:
-        return SOLOv2.from_preset(spec, **data)
-    return SOLOv2.from_preset(spec, load_weights=False, **data)
+    architecture (`preset_loader.resolve`)."""
+    return preset_loader.resolve(
+        SOLOv2,
+        spec,
+        num_classes=dataset.num_classes,
+        class_names=dataset.class_names,
+        category_ids=dataset.category_ids,
+    )
 
 
 def _rescale_schedule(optimizer, total, recipe_total, learning_rate, warmup_steps):
@@ -324,14 +312,6 @@ def plot_results(results_csv, path):
 
 def save_ground_truth_grid(model, annotation_file, image_dir, path, count=4):
     """A PNG with, per row, a validation image's ground truth and predictions."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    from keras_solov2.evaluation import load_image
-    from keras_solov2.evaluation.visualization import save_prediction_grid
-
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(annotation_file)
     ids = sorted(coco.getImgIds())[:count]

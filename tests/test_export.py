@@ -456,7 +456,7 @@ def test_cli_export_refuses_unknown_models_and_misplaced_options(tmp_path, capsy
     assert (
         cli.main(["export", "nope", "--format", "tflite", "--output", "x.tflite"]) == 2
     )
-    assert "neither a .keras file" in capsys.readouterr().err
+    assert "neither a preset directory" in capsys.readouterr().err
     misplaced = ["export", "light_r18", "--format", "saved_model", "--output",
                  str(tmp_path / "s"), "--quantization", "float16"]  # fmt: skip
     assert cli.main(misplaced) == 2

@@ -2,6 +2,7 @@
 
 from keras_solov2.evaluation.coco_evaluator import (
     STAT_NAMES,
+    check_coco_paths,
     coco_evaluation,
     evaluate_model,
     evaluate_results,
@@ -13,6 +14,7 @@ from keras_solov2.evaluation.visualization import draw_instances, save_predictio
 
 __all__ = [
     "STAT_NAMES",
+    "check_coco_paths",
     "coco_evaluation",
     "draw_instances",
     "evaluate_model",

@@ -215,6 +215,18 @@ def _pr_curves(evaluator):
     return curves
 
 
+def check_coco_paths(annotation_file, image_dir, split=""):
+    """A `FileNotFoundError` naming the path unless the COCO json and the
+    image folder exist (`split`, e.g. "validation", goes into the message)."""
+    what = f"{split} " if split else ""
+    if not os.path.isfile(annotation_file):
+        raise FileNotFoundError(
+            f"The {what}annotation file {annotation_file!r} does not exist."
+        )
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"The {what}image folder {image_dir!r} does not exist.")
+
+
 def load_image(path, apply_exif_orientation=True):
     """Reads an image file as an RGB uint8 array of shape `(H, W, 3)`.
 
@@ -343,10 +355,7 @@ def predict_coco_results(
     the list of COCO result dicts (RLE masks, boxes, scores, the dataset's
     own category ids), ready for `json.dump` and `COCO.loadRes`.
     """
-    if not os.path.isfile(annotation_file):
-        raise FileNotFoundError(f"Annotation file {annotation_file!r} does not exist.")
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"Image folder {image_dir!r} does not exist.")
+    check_coco_paths(annotation_file, image_dir)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(annotation_file)
     category_ids = sorted(coco_gt.getCatIds())

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -222,8 +223,6 @@ def _int8_body_only(converter, saved, representative_dataset):
     scope is denylisted (`QuantizationDebugOptions`), found by name in a
     float conversion of the same SavedModel.
     """
-    import warnings
-
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -254,7 +253,14 @@ def _check_builtins(flatbuffer, path):
     """Refuses Flex ops and unfrozen variables (the converter traps)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # the check needs the runtime; the conversion did not
+    except ImportError:
+        # The converter already refused non-builtin ops; this second audit
+        # needs the runtime (the `litert` extra).
+        warnings.warn(
+            f"ai-edge-litert is not installed: the op audit of {path} was "
+            "skipped (pip install 'keras-solov2[litert]').",
+            stacklevel=3,
+        )
         return
     ops = {
         op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details()

@@ -170,3 +170,32 @@ def _copy_weights(source_model, target_model, overrides):
                 f"it to {tuple(target.shape)}. Only the classifier may change."
             )
         target.assign(source)
+
+
+def resolve(cls, spec, on_random_weights=None, **overrides):
+    """A model from a preset directory, a checkpoint preset (its official
+    weights) or an architecture name (random init).
+
+    The one resolution of a `--model`-style argument (the CLI, training).
+    An unknown name is a `ValueError` listing the known ones. For an
+    architecture, `on_random_weights(message)` is called, if given (the CLI
+    prints the message: exporting or evaluating random weights is rarely
+    what was meant).
+    """
+    spec = str(spec)
+    if os.path.isdir(spec):
+        return cls.from_preset(spec, **overrides)
+    names = known_presets()
+    if spec not in names:
+        raise ValueError(
+            f"{spec!r} is neither a preset directory nor a preset name "
+            f"({', '.join(names)})."
+        )
+    if spec in solov2_presets.PRESETS:
+        return cls.from_preset(spec, **overrides)
+    if on_random_weights is not None:
+        on_random_weights(
+            f"{spec!r} is an architecture: its weights are random. Use a trained "
+            "preset directory, a .keras file or a *_coco preset."
+        )
+    return cls.from_preset(spec, load_weights=False, **overrides)
