@@ -534,3 +534,35 @@ def test_light_r18_export_matches_keras_and_its_body_runs_on_the_gpu(tmp_path):
     for key in export.BODY_OUTPUT_NAMES:
         error = np.abs(gpu[key] - cpu[key]).mean() / cpu[key].std()
         assert error < 0.02, (key, error)
+
+
+def test_calibration_images_come_from_every_kind_of_representative_data(tmp_path):
+    import tensorflow as tf
+
+    from keras_solov2.data import CocoDataset, generate_shapes_dataset
+    from keras_solov2.export.tflite import _calibration_images
+
+    annotations = generate_shapes_dataset(
+        str(tmp_path / "s"), 3, image_size=(40, 30), seed=0
+    )
+    folder = str(tmp_path / "s" / "images")
+    coco = CocoDataset(annotations, folder)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 30, 3)).astype("uint8")
+    sources = {
+        "folder": folder,
+        "CocoDataset": coco,
+        "tf.data batched": tf.data.Dataset.from_tensor_slices(pixels).batch(2),
+        "tf.data (x, y)": tf.data.Dataset.from_tensor_slices((pixels, pixels[:, 0])),
+        "tf.data dict": tf.data.Dataset.from_tensor_slices({"images": pixels}),
+        "list": list(pixels),
+    }
+    for name, data in sources.items():
+        images = list(_calibration_images(data, IMAGE_SIZE, limit=2))
+        assert len(images) == 2, name
+        for image in images:
+            assert image.shape == (*IMAGE_SIZE, 3) and image.dtype == np.uint8, name
+    # Portrait 40x30 in a 60x90 canvas: scaled x1.5 to 60x45, padded on the right.
+    canvas = next(_calibration_images(list(pixels), IMAGE_SIZE, limit=1))
+    assert (canvas[:, 45:] == np.asarray(export.PAD_VALUE, np.uint8)).all()
+    with pytest.raises(ValueError, match="uint8"):
+        list(_calibration_images([pixels[0].astype("float32")], IMAGE_SIZE, 1))

@@ -292,3 +292,26 @@ def test_help_documents_every_option():
     train_help = cli("train", "--help").stdout
     for option in ("--val-annotations", "--resume", "--epochs", "--lr", "--image-size"):
         assert option in train_help
+
+
+def test_recipe_scales_with_the_batch_and_the_run_length():
+    import keras
+
+    from keras_solov2.training import _rescale_schedule
+
+    # 1x recipe: decays at epochs 9 and 11 of 12, rate 0.01 at batch 16.
+    optimizer, epochs = keras_solov2.solov2_optimizer(
+        steps_per_epoch=10, schedule="1x", batch_size=8
+    )
+    assert epochs == 12
+    rescaled = _rescale_schedule(optimizer, 24 * 10, 12 * 10, None, 500)
+    schedule = keras.optimizers.schedules.deserialize(
+        rescaled.get_config()["learning_rate"]
+    ).get_config()
+    assert list(schedule["milestones"]) == [180, 220]  # 9/12 and 11/12 of 240
+    assert schedule["base_learning_rate"] == pytest.approx(0.005)  # 0.01 x 8/16
+    assert schedule["warmup_steps"] == 80  # a third of the run, not 500
+    assert type(rescaled) is type(optimizer)
+    chosen = _rescale_schedule(optimizer, 240, 120, 0.02, 50)
+    config = chosen.get_config()["learning_rate"]["config"]
+    assert config["base_learning_rate"] == 0.02 and config["warmup_steps"] == 50
