@@ -16,6 +16,7 @@ from keras_solov2.layers import (
 )
 from keras_solov2.layers.spatial import coordinate_channels
 from keras_solov2.models.resnet import resnet_features
+from keras_solov2.utils.image_geometry import rescale_size
 
 
 def roundtrip(layer, *inputs, **kwargs):
@@ -255,5 +256,57 @@ def test_opencv_resize_properties():
             [bilinear(image[0, ..., c].astype(np.float64), *size) for c in range(3)], -1
         )
         assert np.abs(out[0] - reference).max() <= 1.0
-    with pytest.raises(ValueError, match="static"):
-        resize_like_opencv(image, (None, 10))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="a TensorFlow function"
+)
+def test_opencv_resize_and_converter_at_run_time_sizes_match_static_ones():
+    # A TensorFlow function traced for any size (Keras' predict after a
+    # second image size, a SavedModel) computes the resize coefficients and
+    # the keep-ratio size in the graph: the same bits as the static path,
+    # which the parity tests check against OpenCV itself.
+    import tensorflow as tf
+
+    from keras_solov2.layers.opencv_resize import resize_like_opencv
+    from keras_solov2.models.solov2_image_converter import SOLOv2ImageConverter
+
+    converter = SOLOv2ImageConverter((1333, 800))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((1, None, None, 3), tf.uint8),
+            tf.TensorSpec((2,), tf.int32),
+        ]
+    )
+    def dynamic_resize(images, size):
+        return resize_like_opencv(images, (size[0], size[1]))
+
+    @tf.function(input_signature=[tf.TensorSpec((1, None, None, 3), tf.uint8)])
+    def dynamic_preprocess(images):
+        padded, resized, _ = converter.preprocess(images)
+        return padded, tf.stack(resized)
+
+    rng = np.random.default_rng(7)
+    for in_size, out_size in [
+        ((37, 53), (45, 61)),
+        ((37, 53), (9, 13)),
+        ((480, 640), (800, 1067)),
+        ((427, 640), (113, 170)),
+        ((333, 500), (333, 500)),
+        ((1, 7), (5, 3)),
+    ]:
+        image = rng.integers(0, 256, (1, *in_size, 3)).astype("uint8")
+        static = np.asarray(resize_like_opencv(image, out_size))
+        got = dynamic_resize(image, np.asarray(out_size, "int32")).numpy()
+        np.testing.assert_array_equal(got, static, err_msg=f"{in_size}->{out_size}")
+    # (306, 612) and (1224, 612) are sizes where float32 arithmetic gives a
+    # side one pixel longer than mmcv's Python floats (667 for 666).
+    sizes = [(480, 640), (640, 427), (306, 612), (1224, 612), (1, 3), (799, 1333)]
+    for height, width in sizes:
+        image = rng.integers(0, 256, (1, height, width, 3)).astype("uint8")
+        padded, resized = dynamic_preprocess(image)
+        expected = rescale_size(height, width, (1333, 800))
+        assert tuple(resized.numpy()) == expected, (height, width)
+        static_padded, _, _ = converter.preprocess(image)
+        np.testing.assert_array_equal(padded.numpy(), np.asarray(static_padded))

@@ -20,9 +20,10 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
     padding becomes mmdetection's zero padding there. The geometry itself
     lives in `keras_solov2.utils.image_geometry`, shared with the readers.
 
-    uint8 inputs of static size are resized bit-exactly like OpenCV's
-    `INTER_LINEAR` (what mmdetection does); other inputs with float bilinear
-    interpolation (uint8 values rounded).
+    uint8 inputs are resized bit-exactly like OpenCV's `INTER_LINEAR` (what
+    mmdetection does), whether their size is static or known only at run
+    time (a function traced for any size, a SavedModel); float inputs with
+    float bilinear interpolation.
 
     Settings (changeable on a built model; `SOLOv2` forwards them, so
     `model.test_scale = (1333, 800)` takes effect at the next `predict`):
@@ -72,8 +73,10 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
         long_edge, short_edge = max(self.test_scale), min(self.test_scale)
         if isinstance(height, int) and isinstance(width, int):
             return image_geometry.rescale_size(height, width, self.test_scale)
-        h = ops.cast(height, "float32")
-        w = ops.cast(width, "float32")
+        # float64, as mmcv computes in Python floats: the same size to the
+        # pixel (float32 is off by one for some sizes).
+        h = ops.cast(height, "float64")
+        w = ops.cast(width, "float64")
         factor = image_geometry.rescale_factor(h, w, long_edge, short_edge, ops)
         return tuple(
             ops.cast(image_geometry.scaled_length(v, factor, ops), "int32")
@@ -98,9 +101,7 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
         resized_size = self.resized_size(height, width)
         if self.test_scale is None:
             resized = ops.cast(images, "float32")
-        elif is_uint8 and all(
-            isinstance(v, int) for v in (height, width, *resized_size)
-        ):
+        elif is_uint8:
             resized = resize_like_opencv(images, resized_size)
         else:
             resized = resize(ops.cast(images, "float32"), resized_size, "bilinear")
