@@ -146,6 +146,8 @@ def _rebuilt(model, num_classes, overrides):
         for key in ("class_names", "category_ids"):
             if key not in overrides:
                 config[key] = None
+    if "dtype" in overrides:  # the backbone's and the task's policy alike
+        config["dtype"] = overrides["dtype"]
     config["backbone"] = SOLOv2Backbone(**backbone_config)
     new = type(model).from_config(config)
     _copy_weights(model.backbone, new.backbone, overrides)

@@ -19,10 +19,10 @@ RESNET_SPECS = {
 }
 
 
-def _conv(x, filters, kernel_size, strides, name, trainable):
+def _conv(x, filters, kernel_size, strides, name, trainable, dtype):
     pad = kernel_size // 2
     if pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        x = keras.layers.ZeroPadding2D(pad, dtype=dtype, name=f"{name}_pad")(x)
     return keras.layers.Conv2D(
         filters,
         kernel_size,
@@ -33,43 +33,47 @@ def _conv(x, filters, kernel_size, strides, name, trainable):
             2.0, mode="fan_out", distribution="untruncated_normal"
         ),
         trainable=trainable,
+        dtype=dtype,
         name=name,
     )(x)
 
 
-def _bn(x, name, norm_eval, trainable, zero_init=False):
+def _bn(x, name, norm_eval, trainable, dtype, zero_init=False):
     return FrozenBatchNormalization(
         norm_eval=norm_eval,
         gamma_initializer="zeros" if zero_init else "ones",
         trainable=trainable,
+        dtype=dtype,
         name=name,
     )(x)
 
 
-def _block(x, kind, planes, strides, downsample, name, norm_eval, trainable, zir):
+def _block(x, kind, planes, strides, downsample, name, norm_eval, trainable, zir, dt):
     shortcut = x
     if kind == "basic":
         out_channels = planes
-        y = _conv(x, planes, 3, strides, f"{name}_conv1", trainable)
-        y = _bn(y, f"{name}_bn1", norm_eval, trainable)
-        y = keras.layers.ReLU(name=f"{name}_relu1")(y)
-        y = _conv(y, planes, 3, 1, f"{name}_conv2", trainable)
-        y = _bn(y, f"{name}_bn2", norm_eval, trainable, zero_init=zir)
+        y = _conv(x, planes, 3, strides, f"{name}_conv1", trainable, dt)
+        y = _bn(y, f"{name}_bn1", norm_eval, trainable, dt)
+        y = keras.layers.ReLU(dtype=dt, name=f"{name}_relu1")(y)
+        y = _conv(y, planes, 3, 1, f"{name}_conv2", trainable, dt)
+        y = _bn(y, f"{name}_bn2", norm_eval, trainable, dt, zero_init=zir)
     else:
         out_channels = planes * 4
-        y = _conv(x, planes, 1, 1, f"{name}_conv1", trainable)
-        y = _bn(y, f"{name}_bn1", norm_eval, trainable)
-        y = keras.layers.ReLU(name=f"{name}_relu1")(y)
-        y = _conv(y, planes, 3, strides, f"{name}_conv2", trainable)
-        y = _bn(y, f"{name}_bn2", norm_eval, trainable)
-        y = keras.layers.ReLU(name=f"{name}_relu2")(y)
-        y = _conv(y, out_channels, 1, 1, f"{name}_conv3", trainable)
-        y = _bn(y, f"{name}_bn3", norm_eval, trainable, zero_init=zir)
+        y = _conv(x, planes, 1, 1, f"{name}_conv1", trainable, dt)
+        y = _bn(y, f"{name}_bn1", norm_eval, trainable, dt)
+        y = keras.layers.ReLU(dtype=dt, name=f"{name}_relu1")(y)
+        y = _conv(y, planes, 3, strides, f"{name}_conv2", trainable, dt)
+        y = _bn(y, f"{name}_bn2", norm_eval, trainable, dt)
+        y = keras.layers.ReLU(dtype=dt, name=f"{name}_relu2")(y)
+        y = _conv(y, out_channels, 1, 1, f"{name}_conv3", trainable, dt)
+        y = _bn(y, f"{name}_bn3", norm_eval, trainable, dt, zero_init=zir)
     if downsample:
-        shortcut = _conv(x, out_channels, 1, strides, f"{name}_downsample_0", trainable)
-        shortcut = _bn(shortcut, f"{name}_downsample_1", norm_eval, trainable)
-    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
-    return keras.layers.ReLU(name=f"{name}_out")(y)
+        shortcut = _conv(
+            x, out_channels, 1, strides, f"{name}_downsample_0", trainable, dt
+        )
+        shortcut = _bn(shortcut, f"{name}_downsample_1", norm_eval, trainable, dt)
+    y = keras.layers.Add(dtype=dt, name=f"{name}_add")([shortcut, y])
+    return keras.layers.ReLU(dtype=dt, name=f"{name}_out")(y)
 
 
 def resnet_features(
@@ -81,6 +85,7 @@ def resnet_features(
     norm_eval=True,
     zero_init_residual=True,
     prefix="backbone_",
+    dtype=None,
 ):
     """Applies a torchvision-layout ResNet to `x` and returns `[C2, C3, C4, C5]`.
 
@@ -97,6 +102,8 @@ def resnet_features(
         zero_init_residual: bool. Initialise the last BatchNorm gamma of each
             block to zero. Defaults to `True`.
         prefix: str. Layer name prefix. Defaults to `"backbone_"`.
+        dtype: optional dtype policy (e.g. `"mixed_bfloat16"`) for every
+            layer. Defaults to `None`, Keras' global policy.
     """
     if depth not in RESNET_SPECS:
         raise ValueError(f"`depth` must be one of {sorted(RESNET_SPECS)}, got {depth}.")
@@ -106,12 +113,12 @@ def resnet_features(
     if len(blocks) != 4:
         raise ValueError(f"`stage_blocks` must have 4 entries, got {blocks}.")
     stem_trainable = frozen_stages < 0
-    x = _conv(x, base_channels, 7, 2, f"{prefix}conv1", stem_trainable)
-    x = _bn(x, f"{prefix}bn1", norm_eval, stem_trainable)
-    x = keras.layers.ReLU(name=f"{prefix}relu")(x)
+    x = _conv(x, base_channels, 7, 2, f"{prefix}conv1", stem_trainable, dtype)
+    x = _bn(x, f"{prefix}bn1", norm_eval, stem_trainable, dtype)
+    x = keras.layers.ReLU(dtype=dtype, name=f"{prefix}relu")(x)
     # Zero padding equals PyTorch's -inf padding here: inputs are post-ReLU.
-    x = keras.layers.ZeroPadding2D(1, name=f"{prefix}maxpool_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name=f"{prefix}maxpool")(x)
+    x = keras.layers.ZeroPadding2D(1, dtype=dtype, name=f"{prefix}maxpool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, dtype=dtype, name=f"{prefix}maxpool")(x)
     expansion = 1 if kind == "basic" else 4
     in_channels = base_channels
     features = []
@@ -131,6 +138,7 @@ def resnet_features(
                 norm_eval,
                 trainable,
                 zero_init_residual,
+                dtype,
             )
             in_channels = planes * expansion
         features.append(x)

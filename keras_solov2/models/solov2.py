@@ -101,7 +101,13 @@ class SOLOv2(keras.Model):
         decoder: optional `SOLOv2Decoder` (or its config).
         **kwargs: settings of the three sublayers (e.g. `test_scale=None`,
             `scale_ranges=...`, `score_threshold=0.3`), then `keras.Model`
-            keyword arguments.
+            keyword arguments. `dtype` (e.g. `"mixed_bfloat16"`,
+            `"mixed_float16"`) is the network's dtype policy; without it the
+            backbone's. A backbone built with another policy is rebuilt
+            under this one, its weights kept. The losses, the target encoder,
+            the decoder and Matrix NMS always compute in float32; with
+            `"mixed_float16"`, `compile` wraps the optimizer in Keras'
+            `LossScaleOptimizer`.
 
     Example:
     >>> model = keras_solov2.SOLOv2.from_preset(
@@ -138,8 +144,10 @@ class SOLOv2(keras.Model):
             }
             for attribute, layer_class in _SETTING_LAYERS.items()
         }
+        backbone, dtype = _backbone_with_policy(backbone, kwargs.pop("dtype", None))
         images = keras.Input(shape=backbone.image_shape, name="images")
-        features = backbone(PixelNormalization(name="pixel_normalization")(images))
+        normalized = PixelNormalization(dtype=dtype, name="pixel_normalization")(images)
+        features = backbone(normalized)
         conv_cls = keras.layers.Conv2D(
             num_classes,
             3,
@@ -148,24 +156,28 @@ class SOLOv2(keras.Model):
             bias_initializer=keras.initializers.Constant(
                 -math.log((1 - prior_probability) / prior_probability)
             ),
+            dtype=dtype,
             name="conv_cls",
         )
         logits = [
-            keras.layers.Reshape((s * s, num_classes), name=f"category_logits_{i}")(
-                conv_cls(x)
-            )
+            keras.layers.Reshape(
+                (s * s, num_classes), dtype=dtype, name=f"category_logits_{i}"
+            )(conv_cls(x))
             for i, (s, x) in enumerate(
                 zip(backbone.num_grids, features["category_features"], strict=True)
             )
         ]
         outputs = {
-            "category_logits": keras.layers.Concatenate(axis=1, name="category_logits")(
-                logits
-            ),
+            "category_logits": keras.layers.Concatenate(
+                axis=1, dtype=dtype, name="category_logits"
+            )(logits),
             "kernels": features["kernels"],
             "mask_features": features["mask_features"],
         }
         super().__init__(inputs=images, outputs=outputs, **kwargs)
+        # A functional model drops `dtype`: its compile (loss scaling with
+        # "mixed_float16") and get_config read the policy from here.
+        self.dtype_policy = dtype
         self.backbone = backbone
         self.num_classes = num_classes
         self.class_names = None if class_names is None else list(class_names)
@@ -495,6 +507,7 @@ class SOLOv2(keras.Model):
             "focal_gamma": self.focal_gamma,
             "mask_loss_weight": self.mask_loss_weight,
             "loss_normalization": self.loss_normalization,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             **{
                 name: keras.layers.serialize(getattr(self, name))
                 for name in _SETTING_LAYERS
@@ -574,7 +587,9 @@ def _sublayer(name, given, settings, required):
     the constructor's keyword settings."""
     own = settings[name]
     if given is None:
-        return _SETTING_LAYERS[name](**{**required, **own}, name=name)
+        # float32 whatever the policy: targets, decoding and Matrix NMS.
+        layer_class = _SETTING_LAYERS[name]
+        return layer_class(**{**required, **own}, dtype="float32", name=name)
     if own:
         raise ValueError(
             f"Pass either `{name}` or its settings {sorted(own)}, not both; "
@@ -591,6 +606,22 @@ def _sublayer(name, given, settings, required):
 
 
 LOSS_NORMALIZATIONS = ("global", "per_replica")
+
+
+def _backbone_with_policy(backbone, dtype):
+    """`(backbone, policy)`: the backbone's own policy when `dtype` is `None`,
+    else `dtype`'s, with the backbone rebuilt under it (weights copied) when
+    it was built with another."""
+    if dtype is None:
+        return backbone, backbone.dtype_policy
+    policy = keras.dtype_policies.get(dtype)
+    if policy.name == backbone.dtype_policy.name:
+        return backbone, policy
+    config = {**backbone.get_config(), "dtype": keras.dtype_policies.serialize(policy)}
+    rebuilt = type(backbone).from_config(config)
+    for source, target in zip(backbone.weights, rebuilt.weights, strict=True):
+        target.assign(source)
+    return rebuilt, policy
 
 
 def _replicas():

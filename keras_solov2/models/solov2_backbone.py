@@ -41,7 +41,12 @@ class SOLOv2Backbone(keras.Model):
             Defaults to `128`.
         num_groups: int. GroupNorm groups. Defaults to `32`.
         image_shape: tuple. Input shape. Defaults to `(None, None, 3)`.
-        **kwargs: `keras.Model` keyword arguments (`name`, `dtype`).
+        dtype: optional dtype policy for every layer, e.g. `"mixed_bfloat16"`
+            or `"mixed_float16"` (float32 variables, lower-precision
+            compute; GroupNorm and BatchNorm statistics stay in float32).
+            Defaults to `None`, Keras' global policy
+            (`keras.config.dtype_policy()`).
+        **kwargs: `keras.Model` keyword arguments (`name`).
 
     Example:
     >>> backbone = keras_solov2.models.SOLOv2Backbone(depth=18,
@@ -67,8 +72,12 @@ class SOLOv2Backbone(keras.Model):
         mask_feature_channels=128,
         num_groups=32,
         image_shape=(None, None, 3),
+        dtype=None,
         **kwargs,
     ):
+        # Every sublayer gets the policy: the functional model's own `dtype`
+        # would not reach layers built before `super().__init__`.
+        dtype = keras.dtype_policies.get(dtype)
         images = keras.Input(shape=image_shape, name="images")
         features = resnet_features(
             images,
@@ -78,12 +87,14 @@ class SOLOv2Backbone(keras.Model):
             frozen_stages=frozen_stages,
             norm_eval=norm_eval,
             zero_init_residual=zero_init_residual,
+            dtype=dtype,
         )
-        pyramid = FeaturePyramid(fpn_channels, name="neck")(features)
+        pyramid = FeaturePyramid(fpn_channels, dtype=dtype, name="neck")(features)
         mask_features = MaskFeatureHead(
             mask_feature_channels,
             kernel_channels,
             num_groups,
+            dtype=dtype,
             name="mask_feature_head",
         )(pyramid[:4])
         category_features, kernels = KernelCategoryHead(
@@ -92,6 +103,7 @@ class SOLOv2Backbone(keras.Model):
             stacked_convs=stacked_convs,
             kernel_channels=kernel_channels,
             num_groups=num_groups,
+            dtype=dtype,
             name="mask_head",
         )(pyramid)
         outputs = {
@@ -100,6 +112,7 @@ class SOLOv2Backbone(keras.Model):
             "mask_features": mask_features,
         }
         super().__init__(inputs=images, outputs=outputs, **kwargs)
+        self.dtype_policy = dtype  # a functional model drops `dtype`
         self.depth = depth
         self.stage_blocks = None if stage_blocks is None else tuple(stage_blocks)
         self.base_channels = base_channels
@@ -133,6 +146,7 @@ class SOLOv2Backbone(keras.Model):
             "mask_feature_channels": self.mask_feature_channels,
             "num_groups": self.num_groups,
             "image_shape": self.image_shape,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod
