@@ -106,6 +106,7 @@ def test_train_writes_every_file_and_logs_mask_ap(workspace):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+@pytest.mark.slow  # a second training run: kept out of the default suite
 def test_train_from_tfrecord_shards(workspace):
     root, splits = workspace
     prefix = str(root / "shards" / "train")
