@@ -31,8 +31,6 @@ matplotlib is installed) under `--output`.
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from common import cpu_name, median_seconds  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -53,24 +52,6 @@ LABELS = {
 }
 IMAGE_SIZES = {"light": (448, 597), "full": (800, 1067)}
 COCO_MINI = os.path.join(HERE, "..", "..", "shared", "data", "coco_mini", "train2017")
-
-
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def median_seconds(fn, runs):
-    fn()  # warm-up: tracing, allocation
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def calibration_images(folder, count):

@@ -1,0 +1,382 @@
+"""keras-solov2 against mmdetection 3.3.0 on the same machine, weights and image.
+
+    python benchmarks/vs_mmdet.py [--parts gemm nms e2e] [--variants light_r18 r50]
+        [--runs 5] [--threads 2] [--output benchmark_output]
+
+Everything runs in this one job, on the same CPU threads; every figure is the
+median of `--runs` runs after a warm-up run, and each comparison prints the
+ratio ours / mmdetection's (below 1: ours is faster).
+
+- `gemm`: the float32 matmul peak of this machine, a 2048x2048 GEMM in numpy
+  and in `tf.linalg.matmul` (GFLOP/s, a multiply-add counted as 2): the
+  yardstick for the network's efficiency.
+- `nms`: Matrix NMS alone on the same random candidates (binary masks at
+  200x272, scores, 80 classes; the SOLOv2 test settings: Gaussian kernel,
+  sigma 2, pre-NMS top 500, 100 kept, filter 0.05): ours
+  (`keras_solov2.layers.MatrixNMS`, a compiled function) against
+  mmdetection's `mask_matrix_nms` (PyTorch), at 100, 250, 500, 1000 and
+  2000 candidates (top-k off above 500 so that the work grows).
+- `e2e`: one image end to end, batch 1, from the uint8 image to the
+  detections with masks at the original size: mmdetection's
+  `inference_detector` (its test pipeline, PyTorch CPU), ours as Keras
+  `model.predict` (TF graph, with and without XLA) and as the float32 `.tflite`
+  (`keras_solov2.export.LiteRTPredictor`: letterbox, XNNPACK, and the paste of
+  the kept masks). The image is the reference harness's 480x640 photo, resized
+  by the test pipeline to 448x597 (light R18) and 800x1067 (R50).
+
+The weights are the harness's (../shared/reference/mmdet, random, seed 0),
+converted with our converter, so both sides compute the same detections.
+mmdetection runs in the harness's venv (`$MMREF_ROOT`, default /tmp/mmref:
+run the harness's setup.sh and ref.py once, or the parity tests, to create
+it); without it, its column says why and stays empty.
+
+Writes `results.json` and, with matplotlib, `speed_vs_mmdet.png` under
+`--output`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from common import cpu_name, median_seconds  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HARNESS = os.path.join(HERE, "..", "..", "shared", "reference", "mmdet")
+MMREF_ROOT = os.environ.get("MMREF_ROOT", "/tmp/mmref")
+MMREF_PYTHON = os.path.join(MMREF_ROOT, "venv", "bin", "python")
+MMREF_OUT = os.path.join(MMREF_ROOT, "out")
+PRESETS = {"light_r18": "light_r18_coco", "r50": "r50_coco"}
+NMS_COUNTS = (100, 250, 500, 1000, 2000)
+NMS_SIZE = (200, 272)
+
+# The mmdetection side, run by the harness's Python. `import ref` installs
+# the harness's stub for mmcv-lite's missing compiled ops (none is called).
+MMDET_CHILD = textwrap.dedent(
+    """
+    import json, os, statistics, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np, torch
+    import ref  # noqa: F401
+    part, out = sys.argv[2], sys.argv[5]
+    runs, threads = int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(threads)
+
+    def median(fn):
+        fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    result = {"torch": torch.__version__}
+    if part == "nms":
+        from mmdet.models.layers import mask_matrix_nms
+        data = np.load(sys.argv[6])
+        for n in json.loads(sys.argv[7]):
+            masks = torch.from_numpy(data["masks"][:n])
+            labels = torch.from_numpy(data["labels"][:n]).long()
+            scores = torch.from_numpy(data["scores"][:n])
+            top = 500 if n <= 500 else -1
+            def run():
+                with torch.no_grad():
+                    mask_matrix_nms(masks, labels, scores, filter_thr=0.05,
+                                    nms_pre=top, max_num=100, kernel="gaussian",
+                                    sigma=2.0)
+            result[str(n)] = median(run)
+    else:
+        from mmdet.apis import inference_detector, init_detector
+        variant, image = sys.argv[6], np.load(sys.argv[7])
+        folder = os.path.join(sys.argv[8], variant)
+        model = init_detector(os.path.join(folder, "config.py"),
+                              os.path.join(folder, "ckpt.pth"), device="cpu")
+        with torch.no_grad():
+            result["seconds"] = median(lambda: inference_detector(model, image))
+            result["detections"] = int(
+                len(inference_detector(model, image).pred_instances.scores))
+    with open(out, "w") as f:
+        json.dump(result, f)
+    """
+)
+
+
+def mmdet_missing():
+    """Why mmdetection cannot run here, or `None`."""
+    if not os.path.isdir(HARNESS):
+        return f"no reference harness at {os.path.normpath(HARNESS)}"
+    if not os.path.exists(MMREF_PYTHON):
+        return (
+            f"no harness venv at {MMREF_PYTHON}: run `bash setup.sh` in "
+            f"{os.path.normpath(HARNESS)} (or the parity tests)"
+        )
+    return None
+
+
+def run_mmdet(part, args, *extra):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    command = [
+        MMREF_PYTHON,
+        "-c",
+        MMDET_CHILD,
+        os.path.abspath(HARNESS),
+        part,
+        str(args.runs),
+        str(args.threads),
+        out,
+        *extra,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"mmdetection {part} failed:\n{result.stderr[-3000:]}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def ratio(ours, theirs):
+    return "" if theirs is None else f"{ours / theirs:.2f}x"
+
+
+def gemm(args):
+    import tensorflow as tf
+
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
+    flops = 2.0 * n**3
+    numpy_s = median_seconds(lambda: a @ a, args.runs)
+    ta = tf.constant(a)
+    tf_s = median_seconds(lambda: tf.linalg.matmul(ta, ta).numpy(), args.runs)
+    rows = {"numpy": flops / numpy_s / 1e9, "tf.linalg.matmul": flops / tf_s / 1e9}
+    print(f"\n## float32 GEMM peak ({n}x{n}, {args.threads} threads)\n")
+    print("| | GFLOP/s |\n|---|---|")
+    for name, value in rows.items():
+        print(f"| {name} | {value:.1f} |")
+    return rows
+
+
+def nms_candidates(count, seed=0):
+    """Random blobs as binary masks, with scores and labels, sorted by score."""
+    rng = np.random.default_rng(seed)
+    h, w = NMS_SIZE
+    ys, xs = np.mgrid[:h, :w]
+    cy, cx = rng.uniform(0, h, count), rng.uniform(0, w, count)
+    ry, rx = rng.uniform(8, 60, count), rng.uniform(8, 60, count)
+    masks = (
+        ((ys[None] - cy[:, None, None]) / ry[:, None, None]) ** 2
+        + ((xs[None] - cx[:, None, None]) / rx[:, None, None]) ** 2
+    ) <= 1.0
+    scores = np.sort(rng.uniform(0.1, 1.0, count).astype("float32"))[::-1]
+    labels = rng.integers(0, 80, count).astype("int32")
+    return masks, labels, np.ascontiguousarray(scores)
+
+
+def nms(args, missing):
+    import keras
+
+    from keras_solov2.layers import MatrixNMS
+
+    masks, labels, scores = nms_candidates(max(NMS_COUNTS))
+    ours = {}
+    for n in NMS_COUNTS:
+        layer = MatrixNMS(
+            sigma=2.0,
+            filter_threshold=0.05,
+            pre_nms_top_k=500 if n <= 500 else -1,
+            max_detections=100,
+        )
+        inputs = [masks[None, :n], labels[None, :n], scores[None, :n]]
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(lambda m, lab, s, layer=layer: layer(m, lab, s))
+            tensors = [tf.constant(x) for x in inputs]
+            ours[n] = median_seconds(
+                lambda fn=fn, t=tensors: fn(*t)["scores"].numpy(), args.runs
+            )
+        else:
+            import jax
+
+            fn = jax.jit(lambda m, lab, s, layer=layer: layer(m, lab, s))
+            ours[n] = median_seconds(
+                lambda fn=fn, x=inputs: fn(*x)["scores"].block_until_ready(), args.runs
+            )
+    theirs = {}
+    if missing is None:
+        with tempfile.NamedTemporaryFile(suffix=".npz", delete=False) as f:
+            path = f.name
+        np.savez(path, masks=masks, labels=labels, scores=scores)
+        result = run_mmdet("nms", args, path, json.dumps(list(NMS_COUNTS)))
+        theirs = {n: result[str(n)] for n in NMS_COUNTS}
+    print(f"\n## Matrix NMS alone, masks {NMS_SIZE[0]}x{NMS_SIZE[1]} (ms)\n")
+    note = "" if missing is None else f" ({missing})"
+    print(f"| candidates | ours | mmdetection{note} | ratio |\n|---|---|---|---|")
+    for n in NMS_COUNTS:
+        t = theirs.get(n)
+        print(
+            f"| {n} | {ours[n] * 1e3:.1f} | "
+            f"{'' if t is None else f'{t * 1e3:.1f}'} | {ratio(ours[n], t)} |"
+        )
+    return {"ours": ours, "mmdetection": theirs}
+
+
+def converted_model(variant):
+    """Our model with the harness's mmdetection checkpoint, converted."""
+    import keras_solov2
+    from keras_solov2.convert import load_mmdet_state_dict
+    from keras_solov2.convert.torch_checkpoint import load_state_dict
+
+    model = keras_solov2.SOLOv2.from_preset(PRESETS[variant], load_weights=False)
+    state, _, refused = load_state_dict(os.path.join(MMREF_OUT, variant, "ckpt.pth"))
+    if refused:
+        raise SystemExit(f"the harness checkpoint has refused entries: {refused}")
+    load_mmdet_state_dict(model, state)
+    return model
+
+
+def e2e(args, missing):
+    import keras
+
+    from keras_solov2 import export
+    from keras_solov2.export import LiteRTPredictor
+
+    bgr = np.load(os.path.join(MMREF_OUT, "input.npy"))
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    rows = {}
+    for variant in args.variants:
+        row = {}
+        model = converted_model(variant)
+        for jit in (False, True):
+            model.compile(jit_compile=jit)
+            seconds = median_seconds(
+                lambda m=model: m.predict(rgb[None], verbose=0), args.runs
+            )
+            row["keras XLA" if jit else "keras"] = seconds
+        detections = int(model.predict(rgb[None], verbose=0)["num_detections"][0])
+        model.compile(jit_compile=False)  # the export traces without XLA
+        resized = model.image_converter.resized_size(*rgb.shape[:2])
+        padded = tuple(-(-v // 32) * 32 for v in resized)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{variant}.tflite")
+            export.tflite(model, path, image_size=padded, verbose=False)
+            predictor = LiteRTPredictor(path, num_threads=args.threads)
+            row["tflite fp32"] = median_seconds(
+                lambda p=predictor: p.predict(rgb[None]), args.runs
+            )
+        if missing is None:
+            image_path = os.path.join(tempfile.mkdtemp(), "image.npy")
+            np.save(image_path, bgr)
+            result = run_mmdet("e2e", args, variant, image_path, MMREF_OUT)
+            row["mmdetection"] = result["seconds"]
+            row["mmdetection detections"] = result["detections"]
+        row["detections"] = detections
+        row["size"] = list(resized)
+        rows[variant] = row
+        keras.backend.clear_session()
+    print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
+    note = "" if missing is None else f" ({missing})"
+    print(
+        f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
+        "| tflite fp32 | ratio |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for variant, row in rows.items():
+        theirs = row.get("mmdetection")
+        cells = [
+            variant,
+            "x".join(map(str, row["size"])),
+            "" if theirs is None else f"{theirs:.2f}",
+        ]
+        for key in ("keras", "keras XLA", "tflite fp32"):
+            cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
+        print("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", default=["gemm", "nms", "e2e"])
+    parser.add_argument("--variants", nargs="+", default=["light_r18", "r50"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default="benchmark_output")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    missing = mmdet_missing()
+    if missing is None and not os.path.exists(os.path.join(MMREF_OUT, "input.npy")):
+        missing = f"no harness dumps at {MMREF_OUT}: run ref.py --out {MMREF_OUT}"
+    print(f"CPU: {cpu_name()}; {args.threads} threads; medians of {args.runs} runs")
+    if missing:
+        print(f"mmdetection column skipped: {missing}")
+    results = {"cpu": cpu_name(), "threads": args.threads, "runs": args.runs}
+    if "gemm" in args.parts:
+        results["gemm"] = gemm(args)
+    if "nms" in args.parts:
+        results["nms"] = nms(args, missing)
+    if "e2e" in args.parts:
+        if not os.path.exists(os.path.join(MMREF_OUT, "input.npy")):
+            raise SystemExit(
+                f"e2e needs the harness's input.npy and checkpoints ({missing})"
+            )
+        results["e2e"] = e2e(args, missing)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    plot(results, args.output)
+
+
+def plot(results, output):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    panels = [k for k in ("nms", "e2e") if k in results]
+    if not panels:
+        return
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6 * len(panels), 4), squeeze=False
+    )
+    for ax, key in zip(axes[0], panels, strict=True):
+        if key == "nms":
+            data = results["nms"]
+            for name, series in data.items():
+                if series:
+                    counts = sorted(series)
+                    ax.plot(counts, [series[c] * 1e3 for c in counts], "o-", label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("candidate masks")
+            ax.set_ylabel("ms")
+            ax.set_title("Matrix NMS")
+        else:
+            data = results["e2e"]
+            names = ["mmdetection", "keras", "keras XLA", "tflite fp32"]
+            width = 0.8 / len(names)
+            for i, name in enumerate(names):
+                values = [row.get(name, 0) or 0 for row in data.values()]
+                ax.bar(np.arange(len(data)) + i * width, values, width, label=name)
+            ax.set_xticks(np.arange(len(data)) + 0.4 - width / 2, list(data))
+            ax.set_ylabel("s per image")
+            ax.set_title("End to end, batch 1")
+        ax.legend()
+    fig.suptitle(results["cpu"])
+    fig.tight_layout()
+    path = os.path.join(output, "speed_vs_mmdet.png")
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
