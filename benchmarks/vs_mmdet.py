@@ -59,22 +59,14 @@ NMS_SIZE = (200, 272)
 # the harness's stub for mmcv-lite's missing compiled ops (none is called).
 MMDET_CHILD = textwrap.dedent(
     """
-    import json, os, statistics, sys, time
-    sys.path.insert(0, sys.argv[1])
+    import json, os, sys
+    sys.path.insert(0, sys.argv[1])  # the harness; PYTHONPATH has benchmarks/
     import numpy as np, torch
     import ref  # noqa: F401
+    from common import median_seconds
     part, out = sys.argv[2], sys.argv[5]
     runs, threads = int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
-
-    def median(fn):
-        fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
     result = {"torch": torch.__version__}
     if part == "nms":
@@ -90,7 +82,7 @@ MMDET_CHILD = textwrap.dedent(
                     mask_matrix_nms(masks, labels, scores, filter_thr=0.05,
                                     nms_pre=top, max_num=100, kernel="gaussian",
                                     sigma=2.0)
-            result[str(n)] = median(run)
+            result[str(n)] = median_seconds(run, runs)
     else:
         from mmdet.apis import inference_detector, init_detector
         variant, image = sys.argv[6], np.load(sys.argv[7])
@@ -98,7 +90,8 @@ MMDET_CHILD = textwrap.dedent(
         model = init_detector(os.path.join(folder, "config.py"),
                               os.path.join(folder, "ckpt.pth"), device="cpu")
         with torch.no_grad():
-            result["seconds"] = median(lambda: inference_detector(model, image))
+            result["seconds"] = median_seconds(
+                lambda: inference_detector(model, image), runs)
             result["detections"] = int(
                 len(inference_detector(model, image).pred_instances.scores))
     with open(out, "w") as f:
@@ -133,7 +126,8 @@ def run_mmdet(part, args, *extra):
         out,
         *extra,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=HERE)  # benchmarks/common.py
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"mmdetection {part} failed:\n{result.stderr[-3000:]}")
     with open(out) as f:
