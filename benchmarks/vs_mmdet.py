@@ -32,6 +32,15 @@ it); without it, its column says why and stays empty.
 
 Writes `results.json` and, with matplotlib, `speed_vs_mmdet.png` under
 `--output`.
+
+First measurements (2-core Intel Xeon, Sapphire Rapids class, KVM;
+TensorFlow 2.21, PyTorch 2.13; medians of 5, nothing else running):
+GEMM 157 GFLOP/s (numpy) and 225 (TF). Matrix NMS ours / mmdetection, ms:
+100: 16 / 38 (0.43x), 250: 50 / 115 (0.44x), 500: 175 / 277 (0.63x),
+1000: 604 / 734 (0.82x), 2000: 2400 / 2951 (0.81x). light R18 end to end
+at 448x597, s: mmdetection 1.02, Keras 1.46 (1.43x), Keras XLA 1.86
+(1.81x), float32 TFLite 1.60 (1.56x). The R50 row was not finished (its
+XLA compile constant-folds the network for minutes).
 """
 
 import argparse
@@ -234,6 +243,27 @@ def converted_model(variant):
     return model
 
 
+def print_e2e_header(args, missing):
+    print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
+    note = "" if missing is None else f" ({missing})"
+    print(
+        f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
+        "| tflite fp32 | ratio |\n|---|---|---|---|---|---|---|---|---|"
+    )
+
+
+def print_e2e_row(variant, row):
+    theirs = row.get("mmdetection")
+    cells = [
+        variant,
+        "x".join(map(str, row["size"])),
+        "" if theirs is None else f"{theirs:.2f}",
+    ]
+    for key in ("keras", "keras XLA", "tflite fp32"):
+        cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def e2e(args, missing):
     import keras
 
@@ -243,6 +273,7 @@ def e2e(args, missing):
     bgr = np.load(os.path.join(MMREF_OUT, "input.npy"))
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     rows = {}
+    print_e2e_header(args, missing)  # a row per model as soon as it is measured
     for variant in args.variants:
         row = {}
         model = converted_model(variant)
@@ -272,23 +303,8 @@ def e2e(args, missing):
         row["detections"] = detections
         row["size"] = list(resized)
         rows[variant] = row
+        print_e2e_row(variant, row)
         keras.backend.clear_session()
-    print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
-    note = "" if missing is None else f" ({missing})"
-    print(
-        f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
-        "| tflite fp32 | ratio |\n|---|---|---|---|---|---|---|---|---|"
-    )
-    for variant, row in rows.items():
-        theirs = row.get("mmdetection")
-        cells = [
-            variant,
-            "x".join(map(str, row["size"])),
-            "" if theirs is None else f"{theirs:.2f}",
-        ]
-        for key in ("keras", "keras XLA", "tflite fp32"):
-            cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
-        print("| " + " | ".join(cells) + " |")
     return rows
 
 
