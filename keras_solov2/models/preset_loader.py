@@ -150,13 +150,15 @@ def _rebuilt(model, num_classes, overrides):
         config["dtype"] = overrides["dtype"]
     config["backbone"] = SOLOv2Backbone(**backbone_config)
     new = type(model).from_config(config)
-    _copy_weights(model.backbone, new.backbone, overrides)
+    copy_weights(model.backbone, new.backbone, overrides)
     if num_classes is None:
         new.get_layer("conv_cls").set_weights(model.get_layer("conv_cls").get_weights())
     return new
 
 
-def _copy_weights(source_model, target_model, overrides):
+def copy_weights(source_model, target_model, overrides):
+    """Assigns every weight of `source_model` to `target_model` (the same
+    architecture, rebuilt with `overrides`); refuses a changed shape."""
     sources, targets = source_model.weights, target_model.weights
     if len(sources) != len(targets):
         raise ValueError(

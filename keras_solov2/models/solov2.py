@@ -619,8 +619,7 @@ def _backbone_with_policy(backbone, dtype):
         return backbone, policy
     config = {**backbone.get_config(), "dtype": keras.dtype_policies.serialize(policy)}
     rebuilt = type(backbone).from_config(config)
-    for source, target in zip(backbone.weights, rebuilt.weights, strict=True):
-        target.assign(source)
+    preset_loader.copy_weights(backbone, rebuilt, {"dtype": policy.name})
     return rebuilt, policy
 
 
