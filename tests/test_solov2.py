@@ -1,5 +1,7 @@
 """The SOLOv2 task: construction, presets, fit, predict, save/load."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -405,3 +407,19 @@ def test_bad_settings_are_refused_with_their_name():
             setattr(model, setting, value)
     with pytest.raises(ValueError, match="either `decoder` or its settings"):
         tiny_model(decoder=model.decoder, score_threshold=0.2)
+
+
+def test_xla_predict_compiles_once_per_image_size():
+    # Under `jit_compile=True` TensorFlow bakes every value that XLA needs as
+    # a constant into the program, and compiles again for each new value. A
+    # slice whose start came from the detection count once made the count,
+    # and so the image, such a constant: every new image recompiled (tens
+    # of seconds), with the network constant-folded on it. The image must
+    # stay a parameter of the program, so that it depends on the size only.
+    model = tiny_model(test_scale=(96, 64), max_detections=6)
+    step = tf.function(model.predict_step, jit_compile=True)
+    image = tf.constant(np.zeros((1, 45, 61, 3), "uint8"))
+    hlo = step.experimental_get_compiler_ir(image)(stage="hlo")
+    entry = hlo[hlo.index("\nENTRY") :]
+    parameters = re.findall(r"= (\S+?)\{?[\d,]*\}? parameter\(\d+\)", entry)
+    assert "u8[1,45,61,3]" in parameters, parameters

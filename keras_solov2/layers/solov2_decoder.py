@@ -431,7 +431,10 @@ def _paste_pieces(
         b = ops.sum(ops.cast(ends <= t, "int32"))
         c = t - (ops.take(ends, b) - ops.take(per_row, b))
         start = b * slots + ops.minimum(c * k, slots - k)
-        probs = ops.slice(flat, (start, 0, 0), (k, h, w))
+        # A gather, not `ops.slice`: TensorFlow's XLA slice needs a constant
+        # start, which made `jit_compile=True` recompile for every new
+        # detection count (and constant-fold the network on the image).
+        probs = ops.take(flat, start + ops.arange(k, dtype="int32"), axis=0)
         return (start,) + _piece_to_original(
             probs, mask_stride, resized_size, original_size, mask_threshold
         )
