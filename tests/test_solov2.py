@@ -423,3 +423,35 @@ def test_xla_predict_compiles_once_per_image_size():
     entry = hlo[hlo.index("\nENTRY") :]
     parameters = re.findall(r"= (\S+?)\{?[\d,]*\}? parameter\(\d+\)", entry)
     assert "u8[1,45,61,3]" in parameters, parameters
+
+
+def test_xla_predict_compiles_the_network_and_matches_graph_predict(tmp_path):
+    # With jit_compile=True on TensorFlow, XLA compiles the network and the
+    # decoding stays in the graph: the same detections as without XLA, and a
+    # SavedModel exported afterwards holds no XLA-only call.
+    from detection_match import match_detections
+
+    model = tiny_model(test_scale=(96, 64), max_detections=6, **EVERYTHING)
+    rng = np.random.default_rng(7)
+    images = [
+        rng.integers(0, 255, (1, *s, 3)).astype("uint8") for s in ((45, 61), (70, 50))
+    ]
+    model.compile(jit_compile=False)
+    graph = [model.predict(image, verbose=0) for image in images]
+    model.compile(jit_compile=True)
+    xla = [model.predict(image, verbose=0) for image in images]
+    for reference, candidate in zip(graph, xla, strict=True):
+        assert int(reference["num_detections"][0]) > 0
+        np.testing.assert_array_equal(candidate["labels"], reference["labels"])
+        np.testing.assert_allclose(candidate["scores"], reference["scores"], atol=1e-3)
+        assert min(match_detections(reference, candidate)["ious"]) >= 0.99
+    graph_function = model.predict_function
+    assert getattr(model, "_xla_network_now", None) is None
+    model.export(str(tmp_path / "saved"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    serving = loaded.signatures["serving_default"]
+    library = serving.graph.as_graph_def().library.function
+    assert library  # the functions whose attributes are checked
+    xla = [f.signature.name for f in library if f.attr["_XlaMustCompile"].b]
+    assert not xla
+    assert graph_function is model.predict_function

@@ -331,6 +331,8 @@ class SOLOv2(keras.Model):
             outputs, non_trainable = self.stateless_call(
                 trainable, non_trainable, inputs, training=False
             )
+        elif getattr(self, "_xla_network_now", None) is not None:
+            outputs = self._xla_network_now(inputs)
         else:
             outputs = self(inputs, training=False)
         detections = self.decoder(
@@ -481,7 +483,43 @@ class SOLOv2(keras.Model):
         return super().make_test_function(force or self._settings_changed("test"))
 
     def make_predict_function(self, force=False):
-        return super().make_predict_function(force or self._settings_changed("predict"))
+        force = force or self._settings_changed("predict")
+        if keras.backend.backend() != "tensorflow" or self.run_eagerly:
+            return super().make_predict_function(force)
+        jit = bool(self.jit_compile)
+        if self.predict_function is not None and not force:
+            if getattr(self, "_predict_function_jit", jit) == jit:
+                return self.predict_function
+        self._predict_function_jit = jit
+        if not jit:
+            return super().make_predict_function(force=True)
+        # With `jit_compile=True`, XLA compiles the network alone and the
+        # decoding stays in the TensorFlow graph. XLA's own decoding was
+        # slower than the graph's (R50: the XLA network 2.5 s against 3.9 s,
+        # the XLA predict 7.0 s against 5.5 s), and the paste's output
+        # size, the photo's, would compile again for every photo size.
+        import tensorflow as tf
+
+        network = tf.function(
+            lambda x: self(x, training=False), jit_compile=True, reduce_retracing=True
+        )
+        self._jit_compile = False
+        try:
+            super().make_predict_function(force=True)
+            graph_function = self.predict_function
+        finally:
+            self._jit_compile = True
+
+        def predict_function(data):
+            # `predict_step` reads this while the graph function traces.
+            object.__setattr__(self, "_xla_network_now", network)
+            try:
+                return graph_function(data)
+            finally:
+                object.__setattr__(self, "_xla_network_now", None)
+
+        self.predict_function = predict_function
+        return predict_function
 
     def _settings_changed(self, function):
         current = repr(
