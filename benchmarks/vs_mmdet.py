@@ -1,7 +1,8 @@
 """keras-solov2 against mmdetection 3.3.0 on the same machine, weights and image.
 
-    python benchmarks/vs_mmdet.py [--parts gemm nms e2e] [--variants light_r18 r50]
-        [--runs 5] [--threads 2] [--output benchmark_output]
+    python benchmarks/vs_mmdet.py [--parts gemm nms flops e2e]
+        [--variants light_r18 r50] [--runs 5] [--threads 2]
+        [--int8-calibration 2] [--output benchmark_output]
 
 Everything runs in this one job, on the same CPU threads; every figure is the
 median of `--runs` runs after a warm-up run, and each comparison prints the
@@ -16,13 +17,20 @@ ratio ours / mmdetection's (below 1: ours is faster).
   (`keras_solov2.layers.MatrixNMS`, a compiled function) against
   mmdetection's `mask_matrix_nms` (PyTorch), at 100, 250, 500, 1000 and
   2000 candidates (top-k off above 500 so that the work grows).
+- `flops`: the network's FLOPs at the test-scale canvas (light R18
+  448x608, R50 800x1088), counted from the frozen graph by TF's profiler,
+  divided by its time alone (TF graph and XLA) and by the whole
+  `predict`'s, as a percentage of the GEMM peak.
 - `e2e`: one image end to end, batch 1, from the uint8 image to the
   detections with masks at the original size: mmdetection's
   `inference_detector` (its test pipeline, PyTorch CPU), ours as Keras
   `model.predict` (TF graph, with and without XLA) and as the float32 `.tflite`
   (`keras_solov2.export.LiteRTPredictor`: letterbox, XNNPACK, and the paste of
-  the kept masks). The image is the reference harness's 480x640 photo, resized
-  by the test pipeline to 448x597 (light R18) and 800x1067 (R50).
+  the kept masks), and so as the dynamic-range int8 and the full int8 file
+  (calibrated on `--int8-calibration` COCO photos; its accuracy loss is
+  `benchmarks/export.py accuracy`'s table in the README). The image is the
+  reference harness's 480x640 photo, resized by the test pipeline to
+  448x597 (light R18) and 800x1067 (R50).
 
 The weights are the harness's (../shared/reference/mmdet, random, seed 0),
 converted with our converter, so both sides compute the same detections.
@@ -60,9 +68,17 @@ HARNESS = os.path.join(HERE, "..", "..", "shared", "reference", "mmdet")
 MMREF_ROOT = os.environ.get("MMREF_ROOT", "/tmp/mmref")
 MMREF_PYTHON = os.path.join(MMREF_ROOT, "venv", "bin", "python")
 MMREF_OUT = os.path.join(MMREF_ROOT, "out")
+TFLITE_COLUMNS = {
+    "tflite fp32": None,
+    "tflite dyn int8": "dynamic_int8",
+    "tflite int8": "int8",
+}
+COCO_MINI = os.path.join(HERE, "..", "..", "shared", "data", "coco_mini", "train2017")
 PRESETS = {"light_r18": "light_r18_coco", "r50": "r50_coco"}
 NMS_COUNTS = (100, 250, 500, 1000, 2000)
 NMS_SIZE = (200, 272)
+# The issue's test-scale canvases for the FLOP count (padded to 32).
+TEST_CANVAS = {"light_r18": (448, 608), "r50": (800, 1088)}
 
 # The mmdetection side, run by the harness's Python. `import ref` installs
 # the harness's stub for mmcv-lite's missing compiled ops (none is called).
@@ -141,6 +157,18 @@ def run_mmdet(part, args, *extra):
         raise SystemExit(f"mmdetection {part} failed:\n{result.stderr[-3000:]}")
     with open(out) as f:
         return json.load(f)
+
+
+def calibration_images(count):
+    """`count` COCO photos from ../shared (random images without it) for the
+    int8 calibration; the int8 speed does not depend on them."""
+    from keras_solov2.evaluation import load_image
+
+    if os.path.isdir(COCO_MINI):
+        names = sorted(os.listdir(COCO_MINI))[:count]
+        return [load_image(os.path.join(COCO_MINI, n)) for n in names]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (480, 640, 3)).astype("uint8") for _ in range(count)]
 
 
 def ratio(ours, theirs):
@@ -243,12 +271,79 @@ def converted_model(variant):
     return model
 
 
+def forward_flops(model, size):
+    """FLOPs of one forward of the network (no resize, no decoding) on a
+    `size` canvas, counted from its frozen TensorFlow graph by TF's profiler
+    (a multiply-add as 2, as the issue's 86 GFLOP for light R18 at 448x608)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec((1, *size, 3), tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    info = tf.compat.v1.profiler.profile(graph=frozen.graph, options=options)
+    return float(info.total_float_ops)
+
+
+def efficiency(args, peak):
+    """The network's GFLOP at the test scale, its time alone (TF graph and
+    XLA), and both as a share of the GEMM peak; also the whole `predict`."""
+    import keras
+    import tensorflow as tf
+
+    rows = {}
+    print(f"\n## Hardware efficiency (GEMM peak {peak:.0f} GFLOP/s)\n")
+    print(
+        "| model | canvas | GFLOP | network s | % peak | network XLA s | % peak "
+        "| predict s | % peak |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    bgr = np.load(os.path.join(MMREF_OUT, "input.npy"))
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    for variant in args.variants:
+        model = converted_model(variant)
+        size = TEST_CANVAS[variant]
+        flops = forward_flops(model, size)
+        x = tf.constant(np.random.default_rng(0).normal(0, 1, (1, *size, 3)), "float32")
+        row = {"canvas": list(size), "gflop": flops / 1e9}
+        for jit in (False, True):
+            fn = tf.function(lambda x, m=model: m(x, training=False), jit_compile=jit)
+            row["network XLA s" if jit else "network s"] = median_seconds(
+                lambda fn=fn, x=x: fn(x)["mask_features"].numpy(), args.runs
+            )
+        model.compile(jit_compile=False)
+        row["predict s"] = median_seconds(
+            lambda m=model: m.predict(rgb[None], verbose=0), args.runs
+        )
+        row["predict size"] = list(model.image_converter.resized_size(*rgb.shape[:2]))
+        cells = [variant, "x".join(map(str, size)), f"{row['gflop']:.0f}"]
+        for key in ("network s", "network XLA s", "predict s"):
+            # The predict share counts the network's FLOPs at the canvas of
+            # the photo (its padded resized size), scaled by area.
+            work = flops
+            if key == "predict s":
+                padded = [-(-v // 32) * 32 for v in row["predict size"]]
+                work = flops * padded[0] * padded[1] / (size[0] * size[1])
+            share = 100.0 * work / row[key] / 1e9 / peak
+            row[key.replace(" s", " % peak")] = share
+            cells += [f"{row[key]:.2f}", f"{share:.0f}%"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+        rows[variant] = row
+        keras.backend.clear_session()
+    return rows
+
+
 def print_e2e_header(args, missing):
     print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
     note = "" if missing is None else f" ({missing})"
     print(
         f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
-        "| tflite fp32 | ratio |\n|---|---|---|---|---|---|---|---|---|"
+        "| tflite fp32 | ratio | tflite dyn int8 | ratio | tflite int8 | ratio |\n"
+        + "|---" * 13
+        + "|"
     )
 
 
@@ -259,8 +354,11 @@ def print_e2e_row(variant, row):
         "x".join(map(str, row["size"])),
         "" if theirs is None else f"{theirs:.2f}",
     ]
-    for key in ("keras", "keras XLA", "tflite fp32"):
-        cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
+    for key in ("keras", "keras XLA", *TFLITE_COLUMNS):
+        if key in row:
+            cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
+        else:
+            cells += ["", ""]
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
@@ -287,13 +385,27 @@ def e2e(args, missing):
         model.compile(jit_compile=False)  # the export traces without XLA
         resized = model.image_converter.resized_size(*rgb.shape[:2])
         padded = tuple(-(-v // 32) * 32 for v in resized)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"{variant}.tflite")
-            export.tflite(model, path, image_size=padded, verbose=False)
-            predictor = LiteRTPredictor(path, num_threads=args.threads)
-            row["tflite fp32"] = median_seconds(
-                lambda p=predictor: p.predict(rgb[None]), args.runs
-            )
+        for name, quantization in TFLITE_COLUMNS.items():
+            if quantization == "int8" and not args.int8_calibration:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{variant}.tflite")
+                export.tflite(
+                    model,
+                    path,
+                    image_size=padded,
+                    quantization=quantization,
+                    representative_data=(
+                        calibration_images(args.int8_calibration)
+                        if quantization == "int8"
+                        else None
+                    ),
+                    verbose=False,
+                )
+                predictor = LiteRTPredictor(path, num_threads=args.threads)
+                row[name] = median_seconds(
+                    lambda p=predictor: p.predict(rgb[None]), args.runs
+                )
         if missing is None:
             image_path = os.path.join(tempfile.mkdtemp(), "image.npy")
             np.save(image_path, bgr)
@@ -310,10 +422,17 @@ def e2e(args, missing):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["gemm", "nms", "e2e"])
+    parser.add_argument("--parts", nargs="+", default=["gemm", "nms", "flops", "e2e"])
     parser.add_argument("--variants", nargs="+", default=["light_r18", "r50"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--int8-calibration",
+        type=int,
+        default=2,
+        help="images for the int8 export's calibration (0: no int8 column); "
+        "TFLite calibrates with reference kernels, about 20 s per light R18 image",
+    )
     parser.add_argument("--output", default="benchmark_output")
     args = parser.parse_args()
 
@@ -331,6 +450,9 @@ def main():
         results["gemm"] = gemm(args)
     if "nms" in args.parts:
         results["nms"] = nms(args, missing)
+    if "flops" in args.parts:
+        peak = results.get("gemm") or gemm(args)
+        results["flops"] = efficiency(args, max(peak.values()))
     if "e2e" in args.parts:
         if not os.path.exists(os.path.join(MMREF_OUT, "input.npy")):
             raise SystemExit(
@@ -372,7 +494,7 @@ def plot(results, output):
             ax.set_title("Matrix NMS")
         else:
             data = results["e2e"]
-            names = ["mmdetection", "keras", "keras XLA", "tflite fp32"]
+            names = ["mmdetection", "keras", "keras XLA", *TFLITE_COLUMNS]
             width = 0.8 / len(names)
             for i, name in enumerate(names):
                 values = [row.get(name, 0) or 0 for row in data.values()]
