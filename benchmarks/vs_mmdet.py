@@ -41,14 +41,18 @@ it); without it, its column says why and stays empty.
 Writes `results.json` and, with matplotlib, `speed_vs_mmdet.png` under
 `--output`.
 
-First measurements (2-core Intel Xeon, Sapphire Rapids class, KVM;
-TensorFlow 2.21, PyTorch 2.13; medians of 5, nothing else running):
-GEMM 157 GFLOP/s (numpy) and 225 (TF). Matrix NMS ours / mmdetection, ms:
-100: 16 / 38 (0.43x), 250: 50 / 115 (0.44x), 500: 175 / 277 (0.63x),
-1000: 604 / 734 (0.82x), 2000: 2400 / 2951 (0.81x). light R18 end to end
-at 448x597, s: mmdetection 1.02, Keras 1.46 (1.43x), Keras XLA 1.86
-(1.81x), float32 TFLite 1.60 (1.56x). The R50 row was not finished (its
-XLA compile constant-folds the network for minutes).
+Measurements (2-core Intel Xeon, Sapphire Rapids class, KVM; TensorFlow 2.21,
+PyTorch 2.13; medians of 5, nothing else running): GEMM 176 GFLOP/s (numpy)
+and 193 (TF). Matrix NMS ours / mmdetection, ms: 100: 16 / 38 (0.43x),
+250: 50 / 115 (0.44x), 500: 175 / 277 (0.63x), 1000: 604 / 734 (0.82x),
+2000: 2400 / 2951 (0.81x). End to end, s (ratio to mmdetection): light R18
+at 448x597: mmdetection 1.29, Keras 0.92 (0.72x), Keras XLA 1.09 (0.85x),
+TFLite fp32 1.42 (1.11x), dyn int8 0.92 (0.71x), int8 1.18 (0.92x); R50 at
+800x1067: mmdetection 5.69, Keras 4.91 (0.86x), XLA 4.30 (0.76x), TFLite
+fp32 6.06 (1.07x), dyn int8 2.92 (0.51x), int8 3.74 (0.66x). Network share
+of the GEMM peak: light R18 59% (graph) / 65% (XLA), R50 55% / 86%; whole
+predict 37% and 41%. mmdetection's light R18 time varied from 1.02 to 1.31 s
+across runs on this machine: compare within one run.
 """
 
 import argparse
