@@ -1,6 +1,6 @@
 """keras-solov2 against mmdetection 3.3.0 on the same machine, weights and image.
 
-    python benchmarks/vs_mmdet.py [--parts gemm nms flops e2e]
+    python benchmarks/vs_mmdet.py [--parts gemm nms flops train e2e]
         [--variants light_r18 r50] [--runs 5] [--threads 2]
         [--int8-calibration 2] [--output benchmark_output]
 
@@ -21,6 +21,12 @@ ratio ours / mmdetection's (below 1: ours is faster).
   448x608, R50 800x1088), counted from the frozen graph by TF's profiler,
   divided by its time alone (TF graph and XLA) and by the whole
   `predict`'s, as a percentage of the GEMM peak.
+- `train`: one training step of light R18 (forward, loss, backward, SGD
+  update), batch 2 at 448x608 with 8 rectangles per image: ours
+  (`train_on_batch`, TF graph and XLA) against mmdetection's `loss`,
+  backward and `torch.optim.SGD` on the same batch, each in its own process
+  with its peak RSS. Both print their first step's losses (the same weights
+  and batch give the same numbers).
 - `e2e`: one image end to end, batch 1, from the uint8 image to the
   detections with masks at the original size: mmdetection's
   `inference_detector` (its test pipeline, PyTorch CPU), ours as Keras
@@ -59,6 +65,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import textwrap
 
@@ -112,6 +119,44 @@ MMDET_CHILD = textwrap.dedent(
                                     nms_pre=top, max_num=100, kernel="gaussian",
                                     sigma=2.0)
             result[str(n)] = median_seconds(run, runs)
+    elif part == "train":
+        import resource
+        from mmdet.apis import init_detector
+        from mmdet.structures import DetDataSample
+        from mmdet.structures.mask import BitmapMasks
+        from mmengine.structures import InstanceData
+        folder = os.path.join(sys.argv[8], sys.argv[6])
+        model = init_detector(os.path.join(folder, "config.py"),
+                              os.path.join(folder, "ckpt.pth"), device="cpu")
+        model.train()
+        data = np.load(sys.argv[7])
+        h, w = data["images"].shape[1:3]
+        inputs, samples = [], []
+        for b in range(len(data["images"])):
+            bgr = data["images"][b][..., ::-1].transpose(2, 0, 1)
+            inputs.append(torch.from_numpy(np.ascontiguousarray(bgr)))
+            sample = DetDataSample(metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                scale_factor=(1.0, 1.0)))
+            keep = data["labels"][b] >= 0
+            sample.gt_instances = InstanceData(
+                bboxes=torch.from_numpy(data["boxes"][b][keep]),
+                labels=torch.from_numpy(data["labels"][b][keep]).long(),
+                masks=BitmapMasks(data["masks"][b][keep], h, w))
+            samples.append(sample)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        def step():
+            batch = model.data_preprocessor(
+                dict(inputs=inputs, data_samples=samples), True)
+            losses = model.loss(batch["inputs"], batch["data_samples"])
+            sgd.zero_grad()
+            sum(losses.values()).backward()
+            sgd.step()
+            return {k: float(v.detach()) for k, v in losses.items()}
+        result["first losses"] = step()
+        result["seconds"] = median_seconds(step, runs)
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak rss MiB"] = kib / 1024
     else:
         from mmdet.apis import inference_detector, init_detector
         variant, image = sys.argv[6], np.load(sys.argv[7])
@@ -340,6 +385,89 @@ def efficiency(args, peak):
     return rows
 
 
+# Our side of the training step, in its own process so that its peak RSS
+# is its own: the converted checkpoint, SGD (momentum 0.9), train_on_batch.
+OURS_TRAIN_CHILD = textwrap.dedent(
+    """
+    import json, os, resource, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np, tensorflow as tf
+    import keras
+    from vs_mmdet import converted_model
+    from common import median_seconds
+    variant, path, runs, threads, jit, out = sys.argv[1:7]
+    tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+    model = converted_model(variant)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  jit_compile=jit == "1")
+    data = np.load(path)
+    x = data["images"].astype("float32")
+    y = {k: data[k] for k in ("masks", "labels", "boxes")}
+    first = model.train_on_batch(x, y, return_dict=True)
+    seconds = median_seconds(lambda: model.train_on_batch(x, y), int(runs))
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open(out, "w") as f:
+        json.dump({"seconds": seconds, "peak rss MiB": kib / 1024,
+                   "first losses": {k: float(v) for k, v in first.items()}}, f)
+    """
+)
+
+
+def training_batch(batch=2, size=(448, 608), instances=8, seed=0):
+    """A batch of random images with `instances` rectangles each (masks,
+    labels, boxes), already at the padded canvas of the issue's scale."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    images = rng.integers(0, 256, (batch, h, w, 3)).astype("uint8")
+    masks = np.zeros((batch, instances, h, w), np.uint8)
+    labels = rng.integers(0, 80, (batch, instances)).astype("int32")
+    boxes = np.zeros((batch, instances, 4), np.float32)
+    for b in range(batch):
+        for m in range(instances):
+            y, x = rng.integers(0, h - 120), rng.integers(0, w - 160)
+            bh, bw = rng.integers(30, 120), rng.integers(30, 160)
+            masks[b, m, y : y + bh, x : x + bw] = 1
+            boxes[b, m] = (x, y, x + bw, y + bh)
+    return dict(images=images, masks=masks, labels=labels, boxes=boxes)
+
+
+def train(args, missing):
+    """One training step (forward, loss, backward, SGD update), batch 2."""
+    path = os.path.join(tempfile.mkdtemp(), "batch.npz")
+    np.savez(path, **training_batch())
+    print("\n## One training step, light_r18, batch 2 at 448x608 (s, peak RSS)\n")
+    note = "" if missing is None else f" ({missing})"
+    print(f"| | s per step | ratio | peak RSS MiB |\n|---|---|---|---|{note}")
+    rows = {}
+    if missing is None:
+        rows["mmdetection"] = run_mmdet("train", args, "light_r18", path, MMREF_OUT)
+    theirs = rows.get("mmdetection", {}).get("seconds")
+    for name, jit in (("keras", "0"), ("keras XLA", "1")):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            out = f.name
+        command = [sys.executable, "-c", OURS_TRAIN_CHILD, "light_r18", path]
+        command += [str(args.runs), str(args.threads), jit, out]
+        env = dict(os.environ, PYTHONPATH=HERE)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"our training step failed:\n{done.stderr[-3000:]}")
+        with open(out) as f:
+            rows[name] = json.load(f)
+    for name, row in rows.items():
+        ours = name != "mmdetection"
+        print(
+            f"| {name} | {row['seconds']:.2f} | "
+            f"{ratio(row['seconds'], theirs) if ours else ''} | "
+            f"{row['peak rss MiB']:.0f} |",
+            flush=True,
+        )
+    print(
+        "first-step losses: "
+        + "; ".join(f"{n}: {r['first losses']}" for n, r in rows.items())
+    )
+    return rows
+
+
 def print_e2e_header(args, missing):
     print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
     note = "" if missing is None else f" ({missing})"
@@ -426,7 +554,9 @@ def e2e(args, missing):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["gemm", "nms", "flops", "e2e"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["gemm", "nms", "flops", "train", "e2e"]
+    )
     parser.add_argument("--variants", nargs="+", default=["light_r18", "r50"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -457,6 +587,8 @@ def main():
     if "flops" in args.parts:
         peak = results.get("gemm") or gemm(args)
         results["flops"] = efficiency(args, max(peak.values()))
+    if "train" in args.parts:
+        results["train"] = train(args, missing)
     if "e2e" in args.parts:
         if not os.path.exists(os.path.join(MMREF_OUT, "input.npy")):
             raise SystemExit(
