@@ -1,6 +1,6 @@
 """keras-solov2 against mmdetection 3.3.0 on the same machine, weights and image.
 
-    python benchmarks/vs_mmdet.py [--parts gemm nms flops train e2e]
+    python benchmarks/vs_mmdet.py [--parts gemm nms flops train e2e scaling]
         [--variants light_r18 r50] [--runs 5] [--threads 2]
         [--int8-calibration 2] [--output benchmark_output]
 
@@ -27,6 +27,9 @@ ratio ours / mmdetection's (below 1: ours is faster).
   backward and `torch.optim.SGD` on the same batch, each in its own process
   with its peak RSS. Both print their first step's losses (the same weights
   and batch give the same numbers).
+- `scaling`: Keras `predict` and mmdetection end to end at test scales
+  whose short side is 320 to 1333 (long side capped at 5/3 of it), for each
+  `--variants` model, on a plot.
 - `e2e`: one image end to end, batch 1, from the uint8 image to the
   detections with masks at the original size: mmdetection's
   `inference_detector` (its test pipeline, PyTorch CPU), ours as Keras
@@ -157,6 +160,20 @@ MMDET_CHILD = textwrap.dedent(
         result["seconds"] = median_seconds(step, runs)
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result["peak rss MiB"] = kib / 1024
+    elif part == "scaling":
+        from mmdet.apis import inference_detector, init_detector
+        variant, image = sys.argv[6], np.load(sys.argv[7])
+        folder = os.path.join(sys.argv[8], variant)
+        model = init_detector(os.path.join(folder, "config.py"),
+                              os.path.join(folder, "ckpt.pth"), device="cpu")
+        for short in json.loads(sys.argv[9]):
+            scale = (short * 5 // 3, short)  # the short side governs
+            for step in model.cfg.test_dataloader.dataset.pipeline:
+                if step["type"] == "Resize":
+                    step["scale"] = scale
+            with torch.no_grad():
+                result[str(short)] = median_seconds(
+                    lambda: inference_detector(model, image), runs)
     else:
         from mmdet.apis import inference_detector, init_detector
         variant, image = sys.argv[6], np.load(sys.argv[7])
@@ -468,6 +485,48 @@ def train(args, missing):
     return rows
 
 
+SCALING_SHORT_SIDES = (320, 480, 640, 800, 1024, 1333)
+
+
+def scaling(args, missing):
+    """End-to-end latency against the test scale's short side (the photo is
+    resized up or down to it, the long side capped at 5/3 of it so that the
+    short side governs), Keras `predict` against mmdetection."""
+    import keras
+
+    bgr = np.load(os.path.join(MMREF_OUT, "input.npy"))
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    image_path = os.path.join(tempfile.mkdtemp(), "image.npy")
+    np.save(image_path, bgr)
+    rows = {}
+    print("\n## Latency against the test scale's short side (s per image)\n")
+    print("| model | short side | mmdetection | keras | ratio |\n|---|---|---|---|---|")
+    for variant in args.variants:
+        model = converted_model(variant)
+        model.compile(jit_compile=False)
+        ours = {}
+        for short in SCALING_SHORT_SIDES:
+            model.test_scale = (short * 5 // 3, short)
+            ours[short] = median_seconds(
+                lambda m=model: m.predict(rgb[None], verbose=0), args.runs
+            )
+        theirs = {}
+        if missing is None:
+            sides = json.dumps(list(SCALING_SHORT_SIDES))
+            result = run_mmdet("scaling", args, variant, image_path, MMREF_OUT, sides)
+            theirs = {n: result[str(n)] for n in SCALING_SHORT_SIDES}
+        for short in SCALING_SHORT_SIDES:
+            t = theirs.get(short)
+            print(
+                f"| {variant} | {short} | {'' if t is None else f'{t:.2f}'} | "
+                f"{ours[short]:.2f} | {ratio(ours[short], t)} |",
+                flush=True,
+            )
+        rows[variant] = {"keras": ours, "mmdetection": theirs}
+        keras.backend.clear_session()
+    return rows
+
+
 def print_e2e_header(args, missing):
     print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
     note = "" if missing is None else f" ({missing})"
@@ -555,7 +614,9 @@ def e2e(args, missing):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--parts", nargs="+", default=["gemm", "nms", "flops", "train", "e2e"]
+        "--parts",
+        nargs="+",
+        default=["gemm", "nms", "flops", "train", "e2e", "scaling"],
     )
     parser.add_argument("--variants", nargs="+", default=["light_r18", "r50"])
     parser.add_argument("--runs", type=int, default=5)
@@ -589,6 +650,8 @@ def main():
         results["flops"] = efficiency(args, max(peak.values()))
     if "train" in args.parts:
         results["train"] = train(args, missing)
+    if "scaling" in args.parts:
+        results["scaling"] = scaling(args, missing)
     if "e2e" in args.parts:
         if not os.path.exists(os.path.join(MMREF_OUT, "input.npy")):
             raise SystemExit(
@@ -610,7 +673,7 @@ def plot(results, output):
     except ImportError:
         print("matplotlib is not installed: no plot")
         return
-    panels = [k for k in ("nms", "e2e") if k in results]
+    panels = [k for k in ("nms", "e2e", "scaling") if k in results]
     if not panels:
         return
     fig, axes = plt.subplots(
@@ -628,6 +691,17 @@ def plot(results, output):
             ax.set_xlabel("candidate masks")
             ax.set_ylabel("ms")
             ax.set_title("Matrix NMS")
+        elif key == "scaling":
+            for variant, series in results["scaling"].items():
+                for name, style in (("keras", "o-"), ("mmdetection", "s--")):
+                    points = sorted(series[name].items())
+                    if points:
+                        ax.plot(
+                            *zip(*points, strict=True), style, label=f"{variant} {name}"
+                        )
+            ax.set_xlabel("test scale, short side (px)")
+            ax.set_ylabel("s per image")
+            ax.set_title("Latency against input size")
         else:
             data = results["e2e"]
             names = ["mmdetection", "keras", "keras XLA", *TFLITE_COLUMNS]
