@@ -1,9 +1,22 @@
 """Helpers shared by the benchmark scripts (run as scripts: this folder is on
 their path)."""
 
+import os
 import platform
 import statistics
 import time
+
+import numpy as np
+
+COCO_MINI = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..",
+    "..",
+    "shared",
+    "data",
+    "coco_mini",
+    "train2017",
+)
 
 
 def cpu_name():
@@ -25,3 +38,16 @@ def median_seconds(fn, runs):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def calibration_images(folder, count):
+    """`(images, source)`: the first `count` photos of `folder` for an int8
+    calibration, or 8 random 480x640 images when the folder is absent."""
+    from keras_solov2.evaluation import load_image
+
+    if folder and os.path.isdir(folder):
+        names = sorted(os.listdir(folder))[:count]
+        return [load_image(os.path.join(folder, n)) for n in names], folder
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (480, 640, 3)).astype("uint8") for _ in range(8)]
+    return images, "random images"

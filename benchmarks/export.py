@@ -38,7 +38,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import cpu_name, median_seconds  # noqa: E402
+from common import (  # noqa: E402
+    COCO_MINI,
+    calibration_images,
+    cpu_name,
+    median_seconds,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -51,18 +56,6 @@ LABELS = {
     "int8": "int8",
 }
 IMAGE_SIZES = {"light": (448, 597), "full": (800, 1067)}
-COCO_MINI = os.path.join(HERE, "..", "..", "shared", "data", "coco_mini", "train2017")
-
-
-def calibration_images(folder, count):
-    from keras_solov2.evaluation import load_image
-
-    if folder and os.path.isdir(folder):
-        names = sorted(os.listdir(folder))[:count]
-        return [load_image(os.path.join(folder, n)) for n in names], folder
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (480, 640, 3)).astype("uint8") for _ in range(8)]
-    return images, "random images"
 
 
 def speed(args):

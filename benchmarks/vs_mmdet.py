@@ -75,7 +75,12 @@ import textwrap
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from common import cpu_name, median_seconds  # noqa: E402
+from common import (  # noqa: E402
+    COCO_MINI,
+    calibration_images,
+    cpu_name,
+    median_seconds,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HARNESS = os.path.join(HERE, "..", "..", "shared", "reference", "mmdet")
@@ -87,7 +92,6 @@ TFLITE_COLUMNS = {
     "tflite dyn int8": "dynamic_int8",
     "tflite int8": "int8",
 }
-COCO_MINI = os.path.join(HERE, "..", "..", "shared", "data", "coco_mini", "train2017")
 PRESETS = {"light_r18": "light_r18_coco", "r50": "r50_coco"}
 NMS_COUNTS = (100, 250, 500, 1000, 2000)
 NMS_SIZE = (200, 272)
@@ -223,18 +227,6 @@ def run_mmdet(part, args, *extra):
         raise SystemExit(f"mmdetection {part} failed:\n{result.stderr[-3000:]}")
     with open(out) as f:
         return json.load(f)
-
-
-def calibration_images(count):
-    """`count` COCO photos from ../shared (random images without it) for the
-    int8 calibration; the int8 speed does not depend on them."""
-    from keras_solov2.evaluation import load_image
-
-    if os.path.isdir(COCO_MINI):
-        names = sorted(os.listdir(COCO_MINI))[:count]
-        return [load_image(os.path.join(COCO_MINI, n)) for n in names]
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (480, 640, 3)).astype("uint8") for _ in range(count)]
 
 
 def ratio(ours, theirs):
@@ -587,7 +579,7 @@ def e2e(args, missing):
                     image_size=padded,
                     quantization=quantization,
                     representative_data=(
-                        calibration_images(args.int8_calibration)
+                        calibration_images(COCO_MINI, args.int8_calibration)[0]
                         if quantization == "int8"
                         else None
                     ),
