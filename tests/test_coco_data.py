@@ -183,6 +183,7 @@ def test_training_batches_match_reference(dataset, coco, pil_images):
         max_instances=m,
         training=True,
         seed=5,
+        mask_targets="full",
     )
     assert ds.element_spec[0].shape == (2, 512, 512, 3)
     assert ds.element_spec[1]["masks"].shape == (2, m, 512, 512)
@@ -209,7 +210,11 @@ def test_training_batches_match_reference(dataset, coco, pil_images):
 def test_eval_mode_order_first_scale_no_flip(dataset, coco, pil_images):
     scales = [(512, 400), (448, 288)]
     ds = dataset.as_tf_dataset(
-        batch_size=5, image_size=(512, 512), scales=scales, training=False
+        batch_size=5,
+        image_size=(512, 512),
+        scales=scales,
+        training=False,
+        mask_targets="full",
     )
     images, targets = next(iter(ds))
     targets = {k: v.numpy() for k, v in targets.items()}
@@ -230,7 +235,11 @@ def test_eval_mode_order_first_scale_no_flip(dataset, coco, pil_images):
 
 def test_fit_to_canvas_without_scales(dataset, coco, pil_images):
     ds = dataset.as_tf_dataset(
-        batch_size=5, image_size=(320, 352), training=False, max_instances=30
+        batch_size=5,
+        image_size=(320, 352),
+        training=False,
+        max_instances=30,
+        mask_targets="full",
     )
     images, targets = next(iter(ds))
     for b, image_id in enumerate(dataset.image_ids):
@@ -249,12 +258,22 @@ def test_flip_moves_image_masks_and_boxes(dataset):
         max_instances=30,
         shuffle=False,
     )
-    plain = next(iter(dataset.as_tf_dataset(training=False, **kwargs)))
+    plain = next(
+        iter(dataset.as_tf_dataset(training=False, **kwargs, mask_targets="full"))
+    )
     flipped = next(
-        iter(dataset.as_tf_dataset(training=True, flip_probability=1.0, **kwargs))
+        iter(
+            dataset.as_tf_dataset(
+                training=True, flip_probability=1.0, **kwargs, mask_targets="full"
+            )
+        )
     )
     unflipped = next(
-        iter(dataset.as_tf_dataset(training=True, flip_probability=0.0, **kwargs))
+        iter(
+            dataset.as_tf_dataset(
+                training=True, flip_probability=0.0, **kwargs, mask_targets="full"
+            )
+        )
     )
     for key in ("masks", "labels", "boxes"):
         np.testing.assert_array_equal(unflipped[1][key], plain[1][key])
@@ -288,9 +307,9 @@ def _summary(ds, passes=2):
 
 def test_deterministic_given_seed(dataset):
     kwargs = dict(batch_size=2, image_size=(448, 448), scales=[(448, 320), (384, 256)])
-    a = _summary(dataset.as_tf_dataset(seed=3, **kwargs))
-    b = _summary(dataset.as_tf_dataset(seed=3, **kwargs))
-    c = _summary(dataset.as_tf_dataset(seed=4, **kwargs))
+    a = _summary(dataset.as_tf_dataset(seed=3, **kwargs, mask_targets="full"))
+    b = _summary(dataset.as_tf_dataset(seed=3, **kwargs, mask_targets="full"))
+    c = _summary(dataset.as_tf_dataset(seed=4, **kwargs, mask_targets="full"))
     for (ia, la), (ib, lb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(la, lb)
@@ -300,7 +319,9 @@ def test_deterministic_given_seed(dataset):
     # A new pass reshuffles and redraws (not the same batches every epoch).
     assert any(not np.array_equal(a[i][0], a[i + 2][0]) for i in range(2))
     # repeat=True starts with the same epoch (then batches span epochs).
-    rep = dataset.as_tf_dataset(seed=3, repeat=True, **kwargs).take(2)
+    rep = dataset.as_tf_dataset(
+        seed=3, repeat=True, **kwargs, mask_targets="full"
+    ).take(2)
     for (ia, _), (ir, _) in zip(a[:2], _summary(rep, passes=1), strict=True):
         np.testing.assert_array_equal(ia, ir)
 
@@ -312,7 +333,11 @@ def test_truncation_is_counted(coco):
     ]
     with pytest.warns(UserWarning, match="max_instances=5"):
         ds = ds_obj.as_tf_dataset(
-            batch_size=5, image_size=(448, 448), max_instances=5, training=False
+            batch_size=5,
+            image_size=(448, 448),
+            max_instances=5,
+            training=False,
+            mask_targets="full",
         )
     assert ds_obj.stats["max_instances"] == 5
     assert ds_obj.stats["truncated_images"] == sum(c > 5 for c in counts)
@@ -367,7 +392,7 @@ def test_size_mismatch_raises_when_loading(tmp_path):
     data["images"][0]["height"] = 400  # real height is 408
     data["annotations"] = []
     ds = CocoDataset(_write(tmp_path, data), str(IMAGE_DIR)).as_tf_dataset(
-        batch_size=1, image_size=(448, 640), training=False
+        batch_size=1, image_size=(448, 640), training=False, mask_targets="full"
     )
     with pytest.raises(tf.errors.OpError, match=r"000000205401\.jpg.*408x640"):
         next(iter(ds))
@@ -375,19 +400,25 @@ def test_size_mismatch_raises_when_loading(tmp_path):
 
 def test_bad_canvas_and_scales(dataset):
     with pytest.raises(ValueError, match="multiple"):
-        dataset.as_tf_dataset(batch_size=1, image_size=(500, 512))
+        dataset.as_tf_dataset(batch_size=1, image_size=(500, 512), mask_targets="full")
     with pytest.raises(ValueError, match=r"\.jpg.*does not fit.*a 640x640 canvas"):
-        dataset.as_tf_dataset(batch_size=1, image_size=(320, 320), scales=(640, 480))
+        dataset.as_tf_dataset(
+            batch_size=1, image_size=(320, 320), scales=(640, 480), mask_targets="full"
+        )
     # Without scales the canvas is what the images are resized to fit.
     for kwargs in ({}, {"large_scale_jitter": (0.1, 2.0)}):
         with pytest.raises(ValueError, match="`image_size`.*required without"):
-            dataset.as_tf_dataset(batch_size=1, **kwargs)
+            dataset.as_tf_dataset(batch_size=1, **kwargs, mask_targets="full")
 
 
 def test_raw_images_normalise_to_mmdetection_input(dataset, pil_images):
     # Fit-to-canvas: both the bottom and the right padding occur.
     images, _ = next(
-        iter(dataset.as_tf_dataset(batch_size=5, image_size=(512, 544), training=False))
+        iter(
+            dataset.as_tf_dataset(
+                batch_size=5, image_size=(512, 544), training=False, mask_targets="full"
+            )
+        )
     )
     images = images.numpy()
     assert images.dtype == np.float32
@@ -462,15 +493,19 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
         match=r"'portrait\.png' \(500x333\) resized with scale \(768, 512\) becomes "
         r"768x511, which does not fit the 512x768 canvas.*768x768.*omitting",
     ):
-        data.as_tf_dataset(batch_size=2, image_size=(512, 768), scales=scales)
+        data.as_tf_dataset(
+            batch_size=2, image_size=(512, 768), scales=scales, mask_targets="full"
+        )
     # The README's call, as it now reads.
     readme = data.as_tf_dataset(
-        batch_size=8, scales=scales, max_instances=50, repeat=True
+        batch_size=8, scales=scales, max_instances=50, repeat=True, mask_targets="full"
     )
     images, targets = next(iter(readme))
     assert images.shape == (8, 768, 768, 3)
     assert targets["masks"].shape == (8, 50, 768, 768)
-    ds = data.as_tf_dataset(batch_size=2, scales=scales, max_instances=50, seed=1)
+    ds = data.as_tf_dataset(
+        batch_size=2, scales=scales, max_instances=50, seed=1, mask_targets="full"
+    )
     assert ds.element_spec[0].shape == (2, 768, 768, 3)
     assert ds.element_spec[1]["masks"].shape == (2, 50, 768, 768)
     seen = []
@@ -484,8 +519,8 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
     assert 7 in {s[0] for s in seen}
     # Same seed and arguments, the canvas given explicitly: the same batches.
     kwargs = dict(batch_size=2, scales=scales, max_instances=50, seed=1)
-    implicit = data.as_tf_dataset(**kwargs)
-    explicit = data.as_tf_dataset(image_size=(768, 768), **kwargs)
+    implicit = data.as_tf_dataset(**kwargs, mask_targets="full")
+    explicit = data.as_tf_dataset(image_size=(768, 768), **kwargs, mask_targets="full")
     for (a, ta), (b, tb) in zip(implicit, explicit, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(ta["masks"], tb["masks"])
@@ -493,21 +528,34 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
 
 def test_size_divisor_sets_the_canvas_multiple(dataset):
     # 650 is 21 x 32 + 8 and 10 x 64 + 10: the default square differs.
-    ds = dataset.as_tf_dataset(batch_size=1, scales=[(650, 400)], training=False)
+    ds = dataset.as_tf_dataset(
+        batch_size=1, scales=[(650, 400)], training=False, mask_targets="full"
+    )
     assert ds.element_spec[0].shape == (1, 672, 672, 3)
     ds = dataset.as_tf_dataset(
-        batch_size=1, scales=[(650, 400)], training=False, size_divisor=64
+        batch_size=1,
+        scales=[(650, 400)],
+        training=False,
+        size_divisor=64,
+        mask_targets="full",
     )
     assert ds.element_spec[0].shape == (1, 704, 704, 3)
     images, _ = next(iter(ds))
     assert valid_extent(images[0].numpy()) == keep_ratio_size(612, 612, (650, 400))
     # 480 is a multiple of 32 but not of 64.
-    dataset.as_tf_dataset(batch_size=1, image_size=(480, 480))
+    dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), mask_targets="full")
     with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
-        dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), size_divisor=64)
+        dataset.as_tf_dataset(
+            batch_size=1, image_size=(480, 480), size_divisor=64, mask_targets="full"
+        )
     for bad in (0, -32, 2.5, True):
         with pytest.raises(ValueError, match="size_divisor"):
-            dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), size_divisor=bad)
+            dataset.as_tf_dataset(
+                batch_size=1,
+                image_size=(480, 480),
+                size_divisor=bad,
+                mask_targets="full",
+            )
 
 
 def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
@@ -566,7 +614,11 @@ def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
     assert ds_obj.category_ids == [3, 7] and ds_obj.class_names == ["three", "seven"]
     assert ds_obj.stats["images_without_instances"] == 1
     ds = ds_obj.as_tf_dataset(
-        batch_size=4, image_size=(64, 96), training=False, max_instances=3
+        batch_size=4,
+        image_size=(64, 96),
+        training=False,
+        max_instances=3,
+        mask_targets="full",
     )
     images, targets = next(iter(ds))
     images = images.numpy()
@@ -596,7 +648,11 @@ def test_reads_generated_shapes(tmp_path):
     images, targets = next(
         iter(
             ds_obj.as_tf_dataset(
-                batch_size=6, image_size=(128, 128), training=False, max_instances=8
+                batch_size=6,
+                image_size=(128, 128),
+                training=False,
+                max_instances=8,
+                mask_targets="full",
             )
         )
     )
@@ -649,6 +705,7 @@ def test_every_annotation_reaches_the_batches_or_the_report(tmp_path):
         max_instances=100,
         training=False,
         drop_remainder=False,
+        mask_targets="full",
     )
     in_batches = sum(int(np.sum(t["labels"].numpy() >= 0)) for _, t in batches)
     assert dataset.stats["truncated_instances"] == 0

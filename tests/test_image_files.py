@@ -100,7 +100,9 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
 
     data = CocoDataset(_photo_json(tmp_path / "ann.json", [name]), str(tmp_path))
     images, targets = _first(
-        data.as_tf_dataset(batch_size=1, image_size=(H, W), training=False)
+        data.as_tf_dataset(
+            batch_size=1, image_size=(H, W), training=False, mask_targets="full"
+        )
     )
     np.testing.assert_allclose(images[0], expected, rtol=0, atol=LEVEL * 1.01)
     rle = mask_utils.frPyObjects([TRIANGLE], H, W)
@@ -117,14 +119,18 @@ def test_orientation_mismatch_messages(tmp_path):
     # Annotated on the stored pixels: the opt-out reads them unturned.
     data = CocoDataset(stored_size, str(tmp_path), apply_exif_orientation=False)
     images, _ = _first(
-        data.as_tf_dataset(batch_size=1, image_size=(W, H), training=False)
+        data.as_tf_dataset(
+            batch_size=1, image_size=(W, H), training=False, mask_targets="full"
+        )
     )
     with Image.open(tmp_path / "p.jpg") as pil:
         stored = np.asarray(pil.convert("RGB"), np.float64)
     np.testing.assert_allclose(images[0], stored, atol=LEVEL * 1.01)
     displayed_size = _photo_json(tmp_path / "displayed.json", ["p.jpg"])
     data = CocoDataset(displayed_size, str(tmp_path), apply_exif_orientation=False)
-    ds = data.as_tf_dataset(batch_size=1, image_size=(H, W), training=False)
+    ds = data.as_tf_dataset(
+        batch_size=1, image_size=(H, W), training=False, mask_targets="full"
+    )
     with pytest.raises(tf.errors.OpError, match=r"p\.jpg.*swapped"):
         _first(ds)
 
@@ -171,7 +177,7 @@ def test_broken_image_fails_fast_naming_the_file(tmp_path, kind):
 
     # Default: found when read, the error names the file and the fix.
     lazy = CocoDataset(ann, str(tmp_path)).as_tf_dataset(
-        batch_size=2, image_size=(320, 320), training=False
+        batch_size=2, image_size=(320, 320), training=False, mask_targets="full"
     )
     with pytest.raises(tf.errors.OpError, match=rf"{bad}.*{reason}.*on_invalid='skip'"):
         _first(lazy)
@@ -207,7 +213,11 @@ def test_skip_mode_leaves_out_and_reports_bad_images(tmp_path, kind):
     assert skipped_ids == {a["id"] for a in of_bad}
     _, targets = _first(
         dataset.as_tf_dataset(
-            batch_size=1, image_size=(640, 640), training=False, max_instances=100
+            batch_size=1,
+            image_size=(640, 640),
+            training=False,
+            max_instances=100,
+            mask_targets="full",
         )
     )
     assert (targets["labels"] >= 0).sum() == len(non_crowd) - len(skipped_ids)
@@ -221,8 +231,10 @@ def test_tfrecords_carry_the_orientation(tmp_path):
     data = CocoDataset(_photo_json(tmp_path / "ann.json", names), str(tmp_path))
     write_tfrecords(data, str(tmp_path / "rec"), num_shards=2, progress=False)
     kwargs = dict(batch_size=4, image_size=(H, W), training=False)
-    got_images, got = _first(read_tfrecords(str(tmp_path / "rec-*"), **kwargs))
-    want_images, want = _first(data.as_tf_dataset(**kwargs))
+    got_images, got = _first(
+        read_tfrecords(str(tmp_path / "rec-*"), **kwargs, mask_targets="full")
+    )
+    want_images, want = _first(data.as_tf_dataset(**kwargs, mask_targets="full"))
     np.testing.assert_allclose(got_images, want_images, atol=1e-5)
     np.testing.assert_array_equal(got["masks"], want["masks"])
     for k, name in enumerate(names):
@@ -254,6 +266,7 @@ def test_tfrecord_truncation_is_warned_and_counted(tmp_path):
             max_instances=cap,
             training=False,
             return_counts=True,
+            mask_targets="full",
         )
     _, targets, counts = next(iter(ds))
     np.testing.assert_array_equal(counts["truncated"].numpy(), expected)
@@ -274,12 +287,12 @@ def test_cache_keeps_batches_and_fresh_augmentation(tmp_path):
     )
     epochs = {}
     for name, make in {
-        "coco": lambda c: dataset.as_tf_dataset(cache=c, **kwargs),
+        "coco": lambda c: dataset.as_tf_dataset(cache=c, **kwargs, mask_targets="full"),
         "coco_file": lambda c: dataset.as_tf_dataset(
-            cache=str(tmp_path / "cache") if c else False, **kwargs
+            cache=str(tmp_path / "cache") if c else False, **kwargs, mask_targets="full"
         ),
         "tfrecord": lambda c: read_tfrecords(
-            str(tmp_path / "val-*"), cache=c, **kwargs
+            str(tmp_path / "val-*"), cache=c, **kwargs, mask_targets="full"
         ),
     }.items():
         for cached in (False, True):
@@ -310,6 +323,7 @@ def test_cached_tfrecords_reshuffle_records_after_the_first_epoch(tmp_path):
         flip_probability=0.0,
         cache=True,
         seed=3,
+        mask_targets="full",
     )
     firsts = []
     for _ in range(3):
@@ -340,7 +354,9 @@ def test_cli_skips_and_reports_a_truncated_image(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Wrote 1 shards (1 images)" in out
     assert "'unreadable_image': 1" in out
-    ds = read_tfrecords(prefix + "-*", batch_size=1, image_size=(640, 640))
+    ds = read_tfrecords(
+        prefix + "-*", batch_size=1, image_size=(640, 640), mask_targets="full"
+    )
     assert len(list(ds)) == 1
 
 
@@ -356,6 +372,8 @@ def test_bad_orientation_tag_is_reported_and_ignored(tmp_path):
     with Image.open(tmp_path / "odd.jpg") as pil:
         stored = np.asarray(pil.convert("RGB"), np.float64)
     images, _ = _first(
-        data.as_tf_dataset(batch_size=1, image_size=(H, W), training=False)
+        data.as_tf_dataset(
+            batch_size=1, image_size=(H, W), training=False, mask_targets="full"
+        )
     )
     np.testing.assert_allclose(images[0], stored, atol=LEVEL * 1.01)

@@ -114,6 +114,7 @@ def test_masks_boxes_and_image_share_the_jittered_geometry(dataset):
         max_instances=4,
         seed=5,
         repeat=True,
+        mask_targets="full",
     )
     extents = []
     for images, targets in ds.take(40):
@@ -130,8 +131,14 @@ def test_masks_boxes_and_image_share_the_jittered_geometry(dataset):
 
 def test_evaluation_fits_the_canvas_like_no_jitter(dataset):
     kwargs = dict(batch_size=2, image_size=CANVAS, training=False)
-    a = next(iter(dataset.as_tf_dataset(large_scale_jitter=JITTER, **kwargs)))
-    b = next(iter(dataset.as_tf_dataset(**kwargs)))
+    a = next(
+        iter(
+            dataset.as_tf_dataset(
+                large_scale_jitter=JITTER, **kwargs, mask_targets="full"
+            )
+        )
+    )
+    b = next(iter(dataset.as_tf_dataset(**kwargs, mask_targets="full")))
     np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
     for key in ("masks", "labels", "boxes"):
         np.testing.assert_array_equal(a[1][key].numpy(), b[1][key].numpy())
@@ -148,8 +155,10 @@ def test_tfrecords_jitter_like_the_coco_reader(dataset, tmp_path):
         seed=2,
         repeat=True,
     )
-    coco = dataset.as_tf_dataset(**kwargs).take(6)
-    records = read_tfrecords(str(tmp_path / "r-*"), **kwargs).take(6)
+    coco = dataset.as_tf_dataset(**kwargs, mask_targets="full").take(6)
+    records = read_tfrecords(str(tmp_path / "r-*"), **kwargs, mask_targets="full").take(
+        6
+    )
     for (ci, ct), (ri, rt) in zip(coco, records, strict=True):
         np.testing.assert_allclose(ci.numpy(), ri.numpy(), atol=1e-5)
         for key in ("masks", "labels", "boxes"):
@@ -167,7 +176,9 @@ def test_tfrecords_jitter_like_the_coco_reader(dataset, tmp_path):
 )
 def test_bad_jitter_arguments(dataset, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        dataset.as_tf_dataset(batch_size=1, image_size=CANVAS, **kwargs)
+        dataset.as_tf_dataset(
+            batch_size=1, image_size=CANVAS, **kwargs, mask_targets="full"
+        )
 
 
 def test_tfds_jitters_like_the_coco_reader(dataset):
@@ -212,9 +223,13 @@ def test_tfds_jitters_like_the_coco_reader(dataset):
         repeat=True,
     )
     tfds_ds = from_tfds(
-        raw, feature_map={"boxes": "objects/box"}, box_format="xyxy", **kwargs
+        raw,
+        feature_map={"boxes": "objects/box"},
+        box_format="xyxy",
+        **kwargs,
+        mask_targets="full",
     )
-    coco = dataset.as_tf_dataset(shuffle=False, **kwargs)
+    coco = dataset.as_tf_dataset(shuffle=False, **kwargs, mask_targets="full")
     for (ci, ct), (ti, tt) in zip(coco.take(6), tfds_ds.take(6), strict=True):
         np.testing.assert_allclose(ci.numpy(), ti.numpy(), atol=1e-5)
         for key in ("masks", "labels", "boxes"):

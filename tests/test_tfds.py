@@ -125,6 +125,7 @@ def test_stack_masks_exact_and_empty_counted(capfd):
         label_offset=-1,
         return_counts=True,
         drop_remainder=False,
+        mask_targets="full",
     )
     images, targets, _ = ds.element_spec
     assert images.shape.as_list() == [None, 64, 64, 3]
@@ -150,9 +151,12 @@ def test_static_batch_and_flip():
         on_empty="ignore_but_count",
         return_counts=True,
         drop_remainder=False,
+        mask_targets="full",
     )
     _check_batches(ds, examples, 3, 0, flip=True)
-    static = from_tfds(raw, batch_size=2, image_size=CANVAS, max_instances=3)
+    static = from_tfds(
+        raw, batch_size=2, image_size=CANVAS, max_instances=3, mask_targets="full"
+    )
     images, targets = static.element_spec
     assert images.shape.as_list() == [2, 64, 64, 3]
     assert targets["masks"].shape.as_list() == [2, 3, 64, 64]
@@ -171,6 +175,7 @@ def test_random_scale_draws_follow_seed():
             max_instances=3,
             seed=seed,
             on_empty="ignore_but_count",
+            mask_targets="full",
         )
         out = []
         for images, t in ds:
@@ -197,10 +202,16 @@ def test_given_tfds_boxes_and_id_image_match_stack():
         on_empty="ignore_but_count",
         drop_remainder=False,
     )
-    boxed = from_tfds(raw, feature_map={"boxes": "objects/bbox"}, **common)
+    boxed = from_tfds(
+        raw, feature_map={"boxes": "objects/bbox"}, **common, mask_targets="full"
+    )
     # The empty instance has no pixel in the id image either.
     ids = from_tfds(
-        raw, feature_map={"masks": "panoptic"}, mask_format="id_image", **common
+        raw,
+        feature_map={"masks": "panoptic"},
+        mask_format="id_image",
+        **common,
+        mask_targets="full",
     )
     _check_batches(boxed, examples, 4, 0)
     _check_batches(ids, examples, 4, 0)
@@ -216,13 +227,19 @@ def test_truncation_counted_and_raise_on_empty():
         training=False,
         return_counts=True,
         on_empty="ignore_but_count",
+        mask_targets="full",
     )
     ((_, targets, counts),) = list(ds)
     np.testing.assert_array_equal(counts["truncated"], [1, 0, 0])
     np.testing.assert_array_equal(counts["empty_dropped"], [1, 0, 0])
     np.testing.assert_array_equal(targets["labels"][:, 0], [1, 2, -1])
     strict = from_tfds(
-        raw, batch_size=1, image_size=CANVAS, training=False, on_empty="raise"
+        raw,
+        batch_size=1,
+        image_size=CANVAS,
+        training=False,
+        on_empty="raise",
+        mask_targets="full",
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty masks"):
         list(strict)
@@ -231,9 +248,16 @@ def test_truncation_counted_and_raise_on_empty():
 def test_bad_feature_map():
     raw, _ = _raw_dataset()
     with pytest.raises(KeyError, match="no key 'masks'"):
-        from_tfds(raw, feature_map={"masks": "objects/masks"}, image_size=CANVAS)
+        from_tfds(
+            raw,
+            feature_map={"masks": "objects/masks"},
+            image_size=CANVAS,
+            mask_targets="full",
+        )
     with pytest.raises(ValueError, match="Unknown feature_map"):
-        from_tfds(raw, feature_map={"mask": "x"}, image_size=CANVAS)
+        from_tfds(
+            raw, feature_map={"mask": "x"}, image_size=CANVAS, mask_targets="full"
+        )
 
 
 def test_tfds_mock_data_smoke(tmp_path):
@@ -289,6 +313,7 @@ def test_tfds_mock_data_smoke(tmp_path):
             max_instances=5,
             return_counts=True,
             on_empty="ignore_but_count",
+            mask_targets="full",
         )
         batches = list(ds)
     assert len(batches) == 2
@@ -358,6 +383,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
             feature_map={"boxes": "objects/xyxy"},
             box_format="xyxy",
             **common,
+            mask_targets="full",
         )
     )
     ((_, tfds_targets),) = list(
@@ -366,6 +392,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
             feature_map={"boxes": "objects/bbox"},
             box_format="tfds",
             **common,
+            mask_targets="full",
         )
     )
     for b, (h, w, xyxy) in enumerate(specs):
@@ -421,13 +448,16 @@ def test_rgb_id_image_matches_stack():
         "panoptic": tf.TensorSpec([None, None, 3], tf.uint8),
     }
     common = dict(batch_size=1, image_size=CANVAS, max_instances=4, training=False)
-    ((_, stack),) = list(from_tfds(_dataset([example], signature), **common))
+    ((_, stack),) = list(
+        from_tfds(_dataset([example], signature), **common, mask_targets="full")
+    )
     ((_, rgb_targets),) = list(
         from_tfds(
             _dataset([example], signature),
             feature_map={"masks": "panoptic", "instance_ids": "objects/id"},
             mask_format="id_image",
             **common,
+            mask_targets="full",
         )
     )
     _, masks, labels, boxes, empty = _expected(example, 4, 0)
@@ -487,6 +517,7 @@ def test_shuffle_buffer_deterministic_per_seed():
             max_instances=2,
             seed=seed,
             shuffle_buffer=shuffle_buffer,
+            mask_targets="full",
         )
 
     a, b = make(5), make(5)
@@ -524,6 +555,7 @@ def test_shuffle_buffer_with_repeat_reshuffles():
         seed=2,
         shuffle_buffer=N_SHUFFLE,
         repeat=True,
+        mask_targets="full",
     )
     order = [k for _, t in ds.take(6) for k in t["labels"][:, 0].numpy().tolist()]
     epochs = [order[i : i + N_SHUFFLE] for i in range(0, len(order), N_SHUFFLE)]
@@ -536,7 +568,7 @@ def test_shuffle_buffer_with_repeat_reshuffles():
 def test_bad_shuffle_buffer(bad):
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="shuffle_buffer"):
-        from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad)
+        from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad, mask_targets="full")
 
 
 def _float_dataset(scale):
@@ -556,9 +588,13 @@ def test_float_images_with_their_scale(scale):
         training=False,
         on_empty="ignore_but_count",
     )
-    ((want, want_targets),) = list(from_tfds(_raw_dataset()[0], **common))
+    ((want, want_targets),) = list(
+        from_tfds(_raw_dataset()[0], **common, mask_targets="full")
+    )
     floats, examples = _float_dataset(scale)
-    ((got, got_targets),) = list(from_tfds(floats, image_scale=scale, **common))
+    ((got, got_targets),) = list(
+        from_tfds(floats, image_scale=scale, **common, mask_targets="full")
+    )
     # Exactly the uint8 images' batches: not black, not truncated.
     np.testing.assert_array_equal(got, want)
     for key in ("masks", "labels", "boxes"):
@@ -572,9 +608,9 @@ def test_float_images_with_their_scale(scale):
 def test_float_images_need_the_right_scale():
     floats, _ = _float_dataset(1.0)
     with pytest.raises(ValueError, match=r"feature_map\['image'\] = 'image'.*float32"):
-        from_tfds(floats, image_size=CANVAS)
+        from_tfds(floats, image_size=CANVAS, mask_targets="full")
     with pytest.raises(ValueError, match="image_scale=255.0.*image_scale=1.0"):
-        from_tfds(floats, image_size=CANVAS)
+        from_tfds(floats, image_size=CANVAS, mask_targets="full")
     # 0..255 floats declared as [0, 1]: an error when read, not white images.
     floats, _ = _float_dataset(255.0)
     wrong = from_tfds(
@@ -583,20 +619,27 @@ def test_float_images_need_the_right_scale():
         image_size=CANVAS,
         image_scale=1.0,
         on_empty="ignore_but_count",
+        mask_targets="full",
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="is image_scale right"):
         list(wrong)
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="only for float images"):
-        from_tfds(raw, image_size=CANVAS, image_scale=255.0)
+        from_tfds(raw, image_size=CANVAS, image_scale=255.0, mask_targets="full")
     with pytest.raises(ValueError, match="image_scale"):
-        from_tfds(floats, image_size=CANVAS, image_scale=0.0)
+        from_tfds(floats, image_size=CANVAS, image_scale=0.0, mask_targets="full")
 
 
 def test_wide_integer_images_are_checked():
     raw, _ = _raw_dataset()
     wide = raw.map(lambda e: dict(e, image=tf.cast(e["image"], tf.int32) * 2))
-    ds = from_tfds(wide, batch_size=1, image_size=CANVAS, on_empty="ignore_but_count")
+    ds = from_tfds(
+        wide,
+        batch_size=1,
+        image_size=CANVAS,
+        on_empty="ignore_but_count",
+        mask_targets="full",
+    )
     with pytest.raises(
         tf.errors.InvalidArgumentError, match="values must be in 0..255"
     ):
@@ -606,12 +649,12 @@ def test_wide_integer_images_are_checked():
 def test_default_canvas_and_size_divisor():
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="`image_size`.*required without"):
-        from_tfds(raw)
+        from_tfds(raw, mask_targets="full")
     # The longest scale side 90: 96 with the default 32, 128 with 64.
     common = dict(batch_size=1, scales=[(90, 60)], on_empty="ignore_but_count")
-    ds = from_tfds(raw, **common)
+    ds = from_tfds(raw, **common, mask_targets="full")
     assert ds.element_spec[0].shape == (1, 96, 96, 3)
-    ds = from_tfds(raw, training=False, size_divisor=64, **common)
+    ds = from_tfds(raw, training=False, size_divisor=64, **common, mask_targets="full")
     assert ds.element_spec[0].shape == (1, 128, 128, 3)
     for images, _ in ds:
         image = images[0].numpy()
@@ -619,4 +662,4 @@ def test_default_canvas_and_size_divisor():
         assert_mean_padding(image, rh, rw)
     assert (rh, rw) == keep_ratio_size(*EXAMPLES[-1][:2], (90, 60))
     with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
-        from_tfds(raw, image_size=(96, 96), size_divisor=64)
+        from_tfds(raw, image_size=(96, 96), size_divisor=64, mask_targets="full")

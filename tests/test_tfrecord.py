@@ -79,7 +79,8 @@ def test_eval_batches_equal_coco_reader(dataset, shards, num_shards, kwargs):
     pattern = f"{shards[num_shards]}-*.tfrecord"
     kwargs = dict(kwargs, training=False, drop_remainder=False)
     got = _assert_same(
-        read_tfrecords(pattern, **kwargs), dataset.as_tf_dataset(**kwargs)
+        read_tfrecords(pattern, **kwargs, mask_targets="full"),
+        dataset.as_tf_dataset(**kwargs, mask_targets="full"),
     )
     # The written (json) order comes back: every instance, in order.
     labels = np.concatenate([t["labels"] for _, t in got])
@@ -103,8 +104,10 @@ def test_training_draws_equal_coco_reader_without_shuffle(dataset, shards):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # coco's truncation note
-        coco_ds = dataset.as_tf_dataset(**kwargs).take(5)
-    got = _assert_same(read_tfrecords(f"{shards[3]}-*", **kwargs).take(5), coco_ds)
+        coco_ds = dataset.as_tf_dataset(**kwargs, mask_targets="full").take(5)
+    got = _assert_same(
+        read_tfrecords(f"{shards[3]}-*", **kwargs, mask_targets="full").take(5), coco_ds
+    )
     # The draws really vary: several canvas extents appear.
     extents = {valid_extent(im) for ims, _ in got for im in ims}
     assert len(extents) >= 2
@@ -114,16 +117,33 @@ def test_default_canvas_size_divisor_and_misfit_message(dataset, shards):
     pattern = f"{shards[2]}-*"
     kwargs = dict(batch_size=5, scales=[(650, 400)], training=False)
     for size_divisor, side in ((32, 672), (64, 704)):
-        ds = read_tfrecords(pattern, size_divisor=size_divisor, **kwargs)
+        ds = read_tfrecords(
+            pattern, size_divisor=size_divisor, **kwargs, mask_targets="full"
+        )
         assert ds.element_spec[0].shape == (5, side, side, 3)
-        _assert_same(ds, dataset.as_tf_dataset(size_divisor=size_divisor, **kwargs))
+        _assert_same(
+            ds,
+            dataset.as_tf_dataset(
+                size_divisor=size_divisor, **kwargs, mask_targets="full"
+            ),
+        )
     with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
-        read_tfrecords(pattern, batch_size=1, image_size=(480, 480), size_divisor=64)
+        read_tfrecords(
+            pattern,
+            batch_size=1,
+            image_size=(480, 480),
+            size_divisor=64,
+            mask_targets="full",
+        )
     with pytest.raises(ValueError, match="`image_size`.*required without"):
-        read_tfrecords(pattern, batch_size=1)
+        read_tfrecords(pattern, batch_size=1, mask_targets="full")
     # Shards are checked when read: the message names the canvas that fits.
     misfit = read_tfrecords(
-        pattern, batch_size=1, image_size=(320, 320), scales=(640, 480)
+        pattern,
+        batch_size=1,
+        image_size=(320, 320),
+        scales=(640, 480),
+        mask_targets="full",
     )
     with pytest.raises(
         tf.errors.InvalidArgumentError,
@@ -163,9 +183,9 @@ def _summary(ds, passes=2):
 def test_shuffled_training_is_deterministic_given_seed(shards):
     kwargs = dict(batch_size=2, image_size=(448, 448), scales=[(448, 320), (384, 256)])
     pattern = f"{shards[2]}-*.tfrecord"
-    a = _summary(read_tfrecords(pattern, seed=3, **kwargs))
-    b = _summary(read_tfrecords(pattern, seed=3, **kwargs))
-    c = _summary(read_tfrecords(pattern, seed=4, **kwargs))
+    a = _summary(read_tfrecords(pattern, seed=3, **kwargs, mask_targets="full"))
+    b = _summary(read_tfrecords(pattern, seed=3, **kwargs, mask_targets="full"))
+    c = _summary(read_tfrecords(pattern, seed=4, **kwargs, mask_targets="full"))
     assert len(a) == 4
     for (ia, ba), (ib, bb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(ia, ib)
@@ -193,16 +213,23 @@ def test_negative_image_and_truncation(dataset, tmp_path):
     ds_obj, _ = _with_a_negative(dataset, tmp_path, 2)
     kwargs = dict(batch_size=5, image_size=(448, 448), max_instances=5, training=False)
     with pytest.warns(UserWarning, match="max_instances=5"):
-        coco_ds = ds_obj.as_tf_dataset(**kwargs)
+        coco_ds = ds_obj.as_tf_dataset(**kwargs, mask_targets="full")
     with pytest.warns(UserWarning, match="max_instances=5: .* instance"):
-        tfrecord_ds = read_tfrecords(str(tmp_path / "neg-*"), **kwargs)
+        tfrecord_ds = read_tfrecords(
+            str(tmp_path / "neg-*"), **kwargs, mask_targets="full"
+        )
     got = _assert_same(tfrecord_ds, coco_ds)
     assert (got[0][1]["labels"][2] == -1).all()
 
 
 def test_no_matching_files(tmp_path):
     with pytest.raises(ValueError, match="No TFRecord files"):
-        read_tfrecords(str(tmp_path / "nothing-*"), batch_size=1, image_size=(64, 64))
+        read_tfrecords(
+            str(tmp_path / "nothing-*"),
+            batch_size=1,
+            image_size=(64, 64),
+            mask_targets="full",
+        )
 
 
 def test_cli_to_tfrecord(tmp_path, capsys):
@@ -237,9 +264,11 @@ def test_negatives_can_be_left_out(dataset, tmp_path):
         training=False,
         keep_negatives=False,
     )
-    coco_ds = ds_obj.as_tf_dataset(**kwargs)
+    coco_ds = ds_obj.as_tf_dataset(**kwargs, mask_targets="full")
     assert ds_obj.stats["negatives_left_out"] == 1
-    got = _assert_same(read_tfrecords(str(tmp_path / "neg-*"), **kwargs), coco_ds)
+    got = _assert_same(
+        read_tfrecords(str(tmp_path / "neg-*"), **kwargs, mask_targets="full"), coco_ds
+    )
     assert len(got) == len(data["images"]) - 1
     assert all((targets["labels"] >= 0).any() for _, targets in got)
 
@@ -267,9 +296,13 @@ def test_input_context_gives_disjoint_shares(dataset, shards, reader, pipelines)
 
     def make(context=None):
         if reader == "coco":
-            return dataset.as_tf_dataset(input_context=context, **kwargs)
+            return dataset.as_tf_dataset(
+                input_context=context, **kwargs, mask_targets="full"
+            )
         prefix = shards[int(reader[1])]
-        return read_tfrecords(f"{prefix}-*", input_context=context, **kwargs)
+        return read_tfrecords(
+            f"{prefix}-*", input_context=context, **kwargs, mask_targets="full"
+        )
 
     reference = [images[0] for images, _ in _batches(make())]
     assert len(reference) == len(dataset)
@@ -300,9 +333,11 @@ def test_remote_file_system_urls(dataset, tmp_path):
     write_tfrecords(remote, f"{root}/shards/val", num_shards=2, progress=False)
     assert read_tfrecord_metadata(f"{root}/shards/val")["num_images"] == len(dataset)
     kwargs = dict(batch_size=5, image_size=(352, 352), max_instances=30, training=False)
-    local = dataset.as_tf_dataset(**kwargs)
-    _assert_same(remote.as_tf_dataset(**kwargs), local)
-    _assert_same(read_tfrecords(f"{root}/shards/val-*", **kwargs), local)
+    local = dataset.as_tf_dataset(**kwargs, mask_targets="full")
+    _assert_same(remote.as_tf_dataset(**kwargs, mask_targets="full"), local)
+    _assert_same(
+        read_tfrecords(f"{root}/shards/val-*", **kwargs, mask_targets="full"), local
+    )
 
 
 def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
@@ -324,7 +359,11 @@ def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
         verify_tfrecords(prefix, progress=False)
     # What TensorFlow itself says names no file: the reason verify exists.
     with pytest.raises(tf.errors.DataLossError) as raised:
-        list(read_tfrecords(prefix + "-*", batch_size=1, image_size=(640, 640)))
+        list(
+            read_tfrecords(
+                prefix + "-*", batch_size=1, image_size=(640, 640), mask_targets="full"
+            )
+        )
     assert names[1] not in str(raised.value)
 
     Path(paths[0]).unlink()

@@ -524,6 +524,7 @@ class CocoDataset:
         keep_negatives: bool = True,
         input_context: tf.distribute.InputContext | None = None,
         size_divisor: int = image_geometry.SIZE_DIVISOR,
+        mask_targets: str = "compact",
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
@@ -545,8 +546,19 @@ class CocoDataset:
 
         - `images`: float32 `(B, H, W, 3)`, raw RGB on the 0..255 grid
           (integer values), `PIXEL_MEAN` in the padding.
-        - `targets["masks"]`: uint8 `(B, M, H, W)`, binary; zero for padding
-          slots.
+        - with `mask_targets="compact"` (the default), what SOLOv2's loss
+          needs of the masks (`transforms.compact_mask_targets`):
+          `targets["mask_targets"]` uint8 `(B, M, H/4, W/4)`, binary, the
+          masks at the mask-feature stride; `targets["mask_centers"]` float32
+          `(B, M, 2)`, each mask's centre of mass `[y, x]` in canvas pixels;
+          `targets["mask_areas"]` int32 `(B, M)`, its area in canvas pixels.
+          Zero for padding slots. The model gets the same targets as from
+          full masks, bit for bit, from 1/16 of the bytes and without the
+          int32 and float32 canvas-sized copies.
+        - with `mask_targets="full"`, `targets["masks"]`: uint8 `(B, M, H, W)`,
+          binary; zero for padding slots (to look at them or to use them
+          elsewhere: `M * H * W` bytes per image, 107 MB at 1344x800 with
+          `M = 100`).
         - `targets["labels"]`: int32 `(B, M)`, contiguous labels, `-1` for
           padding slots.
         - `targets["boxes"]`: float32 `(B, M, 4)`, `[x1, y1, x2, y2]` in
@@ -609,6 +621,8 @@ class CocoDataset:
             size_divisor: int. The model's padding multiple: pass
                 `model.size_divisor`. The canvas must be a multiple of it.
                 Defaults to `image_geometry.SIZE_DIVISOR` (`32`).
+            mask_targets: `"compact"` or `"full"`: the masks' form in the
+                targets, see above. Defaults to `"compact"`.
 
         Returns:
             A `tf.data.Dataset` of `(images, targets)`.
@@ -628,6 +642,7 @@ class CocoDataset:
             large_scale_jitter,
             training,
             size_divisor,
+            mask_targets,
         )
         selected = [
             i for i, r in enumerate(self._records) if keep_negatives or r["instances"]

@@ -163,6 +163,7 @@ def from_tfds(
     large_scale_jitter: Sequence[float] | None = None,
     image_scale: float | None = None,
     size_divisor: int = image_geometry.SIZE_DIVISOR,
+    mask_targets: str = "compact",
 ) -> tf.data.Dataset:
     """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
 
@@ -229,9 +230,9 @@ def from_tfds(
 
         batch_size, image_size, scales, max_instances, training,
         flip_probability, seed, repeat, drop_remainder, large_scale_jitter,
-        size_divisor: as in `CocoDataset.as_tf_dataset` (`image_size=None`
-            with `scales`: the square canvas that fits every scale; without
-            `scales` it must be given).
+        size_divisor, mask_targets: as in `CocoDataset.as_tf_dataset`
+            (`image_size=None` with `scales`: the square canvas that fits
+            every scale; without `scales` it must be given).
         shuffle_buffer: int >= 1 or `None`. Size of the shuffle buffer the
             examples go through before anything else (seeded with `seed`,
             reshuffled every epoch); `None` (default): no shuffling. See
@@ -305,6 +306,7 @@ def from_tfds(
         large_scale_jitter,
         training,
         size_divisor,
+        mask_targets,
     )
     if image_scale is not None:
         image_scale = float(image_scale)

@@ -300,6 +300,7 @@ def read_tfrecords(
     keep_negatives: bool = True,
     input_context: tf.distribute.InputContext | None = None,
     size_divisor: int = image_geometry.SIZE_DIVISOR,
+    mask_targets: str = "compact",
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -329,7 +330,7 @@ def read_tfrecords(
             `"gs://bucket/coco/train-*.tfrecord"`.
         batch_size, image_size, scales, max_instances, training,
         flip_probability, shuffle, seed, repeat, drop_remainder,
-        large_scale_jitter, keep_negatives, size_divisor: as in
+        large_scale_jitter, keep_negatives, size_divisor, mask_targets: as in
             `CocoDataset.as_tf_dataset` (`image_size=None` with `scales`:
             the square canvas that fits every scale).
         input_context: `tf.distribute.InputContext` or `None`. This input
@@ -362,6 +363,7 @@ def read_tfrecords(
         large_scale_jitter,
         training,
         size_divisor,
+        mask_targets,
     )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     matched = {p for pattern in patterns for p in tf.io.gfile.glob(pattern)}

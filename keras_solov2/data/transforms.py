@@ -177,7 +177,60 @@ def sample_masks(masks, original_hw, geometry):
     return tf.gather(tf.gather(masks, rows, axis=1), cols, axis=2)
 
 
-def finish_instances(masks, labels, boxes, original_hw, geometry, canvas, m):
+MASK_STRIDE = 4  # SOLOv2's mask features: stride 4 of the padded canvas.
+MASK_TARGETS = ("compact", "full")
+
+
+def compact_mask_targets(masks, stride=MASK_STRIDE):
+    """What SOLOv2's target assignment needs of `(n, H, W)` canvas masks.
+
+    Returns `{"mask_targets": (n, H/stride, W/stride) uint8,
+    "mask_centers": (n, 2) float32 [y, x], "mask_areas": (n,) int32}`, the
+    values that `SOLOv2TargetEncoder` computes from full masks
+    (`centers_of_mass`, `downsampled_masks`), here in TensorFlow for the
+    input pipeline. The downsampling is bilinear with half-pixel centres at
+    exactly `1 / stride`, then `>= 0.5`: for an even stride each output
+    pixel is the mean of a 2x2 block (rows and columns `stride * i +
+    stride / 2 - 1` and the next), so it is computed from that block in
+    integers; for an odd stride it is one pixel.
+    """
+    n, height, width = (masks.shape[i] for i in range(3))
+    if height % stride or width % stride:
+        raise ValueError(
+            f"The canvas {height}x{width} must be a multiple of the mask stride "
+            f"{stride}."
+        )
+    masks_i = tf.cast(masks, tf.int32)
+    row_counts = tf.reduce_sum(masks_i, axis=2)
+    col_counts = tf.reduce_sum(masks_i, axis=1)
+    area = tf.reduce_sum(row_counts, axis=1)
+    area_f = tf.maximum(tf.cast(area, tf.float32), 1e-6)
+    ys = tf.range(height, dtype=tf.int32)
+    xs = tf.range(width, dtype=tf.int32)
+    center_y = tf.cast(tf.reduce_sum(row_counts * ys, axis=1), tf.float32) / area_f
+    center_x = tf.cast(tf.reduce_sum(col_counts * xs, axis=1), tf.float32) / area_f
+    if stride % 2:
+        first = (stride - 1) // 2
+        small = masks[:, first::stride, first::stride]
+    else:
+        first = stride // 2 - 1
+        block = [
+            tf.cast(masks[:, first + i :: stride, first + j :: stride], tf.int32)
+            for i in (0, 1)
+            for j in (0, 1)
+        ]
+        small = tf.cast(tf.add_n(block) >= 2, tf.uint8)
+    small.set_shape([n, height // stride, width // stride])
+    return {
+        "mask_targets": small,
+        "mask_centers": tf.stack([center_y, center_x], axis=1),
+        "mask_areas": area,
+    }
+
+
+def finish_instances(
+    masks, labels, boxes, original_hw, geometry, canvas, m, mask_targets="compact"
+):
     """Scales, crops, clips and flips boxes, flips masks, pads all to `m`.
 
     Args:
@@ -189,12 +242,15 @@ def finish_instances(masks, labels, boxes, original_hw, geometry, canvas, m):
         geometry: from `draw_geometry`.
         canvas: `(H, W)` python ints.
         m: int, instance slots.
+        mask_targets: `"compact"` or `"full"`, see Returns.
 
     Returns:
-        `{"masks": (m, H, W) uint8, "labels": (m,) int32 (-1 padding),
-        "boxes": (m, 4) float32}` on the canvas. An instance cropped away
-        keeps its slot with an empty mask and a zero-area box (SOLOv2's
-        target assignment skips empty masks).
+        `{"labels": (m,) int32 (-1 padding), "boxes": (m, 4) float32}` on the
+        canvas, and with `mask_targets="full"` `"masks"`: `(m, H, W)` uint8;
+        with `"compact"` the three entries of `compact_mask_targets` padded
+        to `m` slots (zeros). An instance cropped away keeps its slot with an
+        empty mask and a zero-area box (SOLOv2's target assignment skips
+        empty masks).
     """
     h, w = original_hw
     size, offset, window = geometry["size"], geometry["offset"], geometry["window"]
@@ -214,16 +270,25 @@ def finish_instances(masks, labels, boxes, original_hw, geometry, canvas, m):
     )
     boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
     canvas_h, canvas_w = canvas
-    masks = tf.pad(
-        tf.reshape(masks, [n, window[0], window[1]]),
-        [[0, m - n], [0, canvas_h - window[0]], [0, canvas_w - window[1]]],
-    )
-    masks.set_shape([m, canvas_h, canvas_w])
     labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
     labels.set_shape([m])
     boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
     boxes.set_shape([m, 4])
-    return {"masks": masks, "labels": labels, "boxes": boxes}
+    masks = tf.reshape(masks, [n, window[0], window[1]])
+    canvas_pad = [[0, canvas_h - window[0]], [0, canvas_w - window[1]]]
+    if mask_targets == "full":
+        masks = tf.pad(masks, [[0, m - n]] + canvas_pad)
+        masks.set_shape([m, canvas_h, canvas_w])
+        return {"masks": masks, "labels": labels, "boxes": boxes}
+    # Only the `n` real instances reach the canvas size, briefly.
+    masks = tf.pad(masks, [[0, 0]] + canvas_pad)
+    masks.set_shape([None, canvas_h, canvas_w])
+    compact = compact_mask_targets(masks)
+    for key, value in compact.items():
+        rest = value.shape[1:]
+        value = tf.pad(value, [[0, m - n]] + [[0, 0]] * len(rest))
+        compact[key] = tf.ensure_shape(value, [m, *rest])
+    return {**compact, "labels": labels, "boxes": boxes}
 
 
 def check_fits(size, canvas, file_name, advice):
@@ -323,6 +388,7 @@ class Augmentation:
     flip_probability: float
     max_instances: int
     size_divisor: int = image_geometry.SIZE_DIVISOR
+    mask_targets: str = "compact"
 
     @classmethod
     def from_args(
@@ -335,6 +401,7 @@ class Augmentation:
         large_scale_jitter,
         training,
         size_divisor=image_geometry.SIZE_DIVISOR,
+        mask_targets="compact",
     ):
         """Checks the batching arguments shared by every reader.
 
@@ -369,6 +436,19 @@ class Augmentation:
             raise ValueError(
                 f"`flip_probability` must be in [0, 1], got {flip_probability}."
             )
+        if mask_targets not in MASK_TARGETS:
+            raise ValueError(
+                f"`mask_targets` must be one of {MASK_TARGETS}, got "
+                f"{mask_targets!r}: 'compact' ships what SOLOv2's loss needs at "
+                "stride 4, 'full' the canvas-sized masks (to look at them)."
+            )
+        if mask_targets == "compact" and (
+            canvas[0] % MASK_STRIDE or canvas[1] % MASK_STRIDE
+        ):
+            raise ValueError(
+                f"`mask_targets='compact'` needs a canvas that is a multiple of "
+                f"{MASK_STRIDE}, got {canvas}; pass `mask_targets='full'`."
+            )
         return cls(
             canvas,
             scales,
@@ -377,6 +457,7 @@ class Augmentation:
             flip_probability,
             int(max_instances),
             size_divisor,
+            mask_targets,
         )
 
     def misfit_advice(self):
@@ -430,7 +511,14 @@ class Augmentation:
 
     def instances(self, masks, labels, boxes, original_hw, geometry):
         return finish_instances(
-            masks, labels, boxes, original_hw, geometry, self.canvas, self.max_instances
+            masks,
+            labels,
+            boxes,
+            original_hw,
+            geometry,
+            self.canvas,
+            self.max_instances,
+            self.mask_targets,
         )
 
 

@@ -5,6 +5,37 @@ from keras import ops
 from keras_solov2.layers.live_settings import LiveSettings
 
 
+def centers_of_mass(masks):
+    """`(center_y, center_x, area)` of `(B, M, H, W)` binary masks, in pixels.
+
+    Integer sums, as mmdetection's `center_of_mass`; `area` is int32 and the
+    centres of an empty mask are 0.
+    """
+    masks_i = ops.cast(masks, "int32")
+    row_counts = ops.sum(masks_i, axis=3)  # (B, M, H)
+    col_counts = ops.sum(masks_i, axis=2)  # (B, M, W)
+    area = ops.sum(row_counts, axis=2)
+    ys = ops.arange(ops.shape(row_counts)[2], dtype="int32")
+    xs = ops.arange(ops.shape(col_counts)[2], dtype="int32")
+    area_f = ops.maximum(ops.cast(area, "float32"), 1e-6)
+    center_y = ops.cast(ops.sum(row_counts * ys, axis=2), "float32") / area_f
+    center_x = ops.cast(ops.sum(col_counts * xs, axis=2), "float32") / area_f
+    return center_y, center_x, area
+
+
+def downsampled_masks(masks, size):
+    """`(B, M, H, W)` binary masks at `size` `(h, w)`, float32 0/1.
+
+    Bilinear without antialiasing, then a 0.5 threshold: what `mmcv.imrescale`
+    does to a 0/1 uint8 mask.
+    """
+    masks_nhwc = ops.transpose(ops.cast(masks, "float32"), (0, 2, 3, 1))
+    small = ops.image.resize(
+        masks_nhwc, size, interpolation="bilinear", antialias=False
+    )
+    return ops.transpose(ops.cast(small >= 0.5, "float32"), (0, 3, 1, 2))
+
+
 @keras.saving.register_keras_serializable(package="keras_solov2")
 class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
     """Assigns SOLOv2 training targets, vectorised over images, instances, cells.
@@ -44,10 +75,22 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
-        masks: `(batch, M, H, W)` binary instance masks on the padded canvas.
+        masks: `(batch, M, H, W)` binary instance masks on the padded canvas;
+            with `centers`, the compact `(batch, M, h, w)` mask targets
+            instead (see `compact_mask_targets`).
         labels: `(batch, M)` int class indices, `-1` for padding slots.
         boxes: `(batch, M, 4)` float `[x1, y1, x2, y2]` canvas pixels.
         mask_size: `(h, w)`, the mask-feature size (`H / 4`, `W / 4`).
+        centers: `None`, or `(batch, M, 2)` float32 `[y, x]` centres of mass
+            in canvas pixels, computed from the full masks as step 2 does.
+        areas: with `centers`: `(batch, M)` int mask areas in canvas pixels
+            (`0` skips the instance, as an empty mask does).
+
+    The compact form is what the readers in `keras_solov2.data` ship by
+    default: step 2 and step 5 need nothing else of the full masks, which
+    are `M * H * W` bytes per image (107 MB at 1344x800 with `M = 100`),
+    and three times that as int32 and float32 copies here. The two forms
+    give the same targets bit for bit.
 
     Returns:
         A dict with `category_targets` `(batch, cells)` int32 (class index,
@@ -105,11 +148,10 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
             raise ValueError(f"`max_positives` must be an int >= 1, got {value!r}.")
         return int(value)
 
-    def call(self, masks, labels, boxes, mask_size):
+    def call(self, masks, labels, boxes, mask_size, centers=None, areas=None):
         h, w = mask_size
         labels = ops.cast(labels, "int32")
         boxes = ops.cast(boxes, "float32")
-        masks_i = ops.cast(masks, "int32")
         num_instances = masks.shape[1]
         if num_instances is None:
             raise ValueError(
@@ -120,15 +162,23 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         canvas_h = ops.cast(h * self.mask_stride, "float32")
         canvas_w = ops.cast(w * self.mask_stride, "float32")
 
-        # Centre of mass with integer sums, as mmdet's `center_of_mass`.
-        row_counts = ops.sum(masks_i, axis=3)  # (B, M, H)
-        col_counts = ops.sum(masks_i, axis=2)  # (B, M, W)
-        area = ops.sum(row_counts, axis=2)
-        ys = ops.arange(ops.shape(row_counts)[2], dtype="int32")
-        xs = ops.arange(ops.shape(col_counts)[2], dtype="int32")
-        area_f = ops.maximum(ops.cast(area, "float32"), 1e-6)
-        center_y = ops.cast(ops.sum(row_counts * ys, axis=2), "float32") / area_f
-        center_x = ops.cast(ops.sum(col_counts * xs, axis=2), "float32") / area_f
+        if centers is None:
+            center_y, center_x, area = centers_of_mass(masks)
+            small = downsampled_masks(masks, (h, w))
+        else:
+            if areas is None:
+                raise ValueError("`centers` needs `areas` (the mask areas).")
+            if tuple(masks.shape[2:]) != (h, w) and None not in masks.shape[2:]:
+                raise ValueError(
+                    f"The compact mask targets are {tuple(masks.shape[2:])} but "
+                    f"the mask features are {(h, w)}: they must be the canvas "
+                    f"at stride {self.mask_stride}. Build the batches for this "
+                    "model's canvas, or pass full masks."
+                )
+            centers = ops.cast(centers, "float32")
+            center_y, center_x = centers[..., 0], centers[..., 1]
+            area = ops.cast(areas, "int32")
+            small = ops.cast(masks, "float32")
         valid = ops.logical_and(labels >= 0, area > 0)
 
         box_w = boxes[..., 2] - boxes[..., 0]
@@ -215,15 +265,7 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         picked_cells = ops.where(picked_valid, picked_cells, 0)
         picked_instances = ops.where(picked_valid, picked_instances, 0)
 
-        # Mask targets at the mask-feature resolution.
-        masks_nhwc = ops.transpose(ops.cast(masks, "float32"), (0, 2, 3, 1))
-        small = ops.image.resize(
-            masks_nhwc, (h, w), interpolation="bilinear", antialias=False
-        )
-        small = ops.cast(small >= 0.5, "float32")
-        mask_targets = ops.reshape(
-            ops.transpose(small, (0, 3, 1, 2)), (-1, num_instances, h * w)
-        )
+        mask_targets = ops.reshape(small, (-1, num_instances, h * w))
         return {
             "category_targets": category_targets,
             "pair_instances": ops.cast(picked_instances, "int32"),

@@ -46,7 +46,10 @@ class SOLOv2(keras.Model):
     `keras_solov2.data` pad with `PIXEL_MEAN`, which the normalisation turns
     into mmdetection's zero padding), and `targets` a dict with `"masks"`
     `(batch, M, H, W)`, `"labels"` `(batch, M)` (`-1` for padding slots) and
-    `"boxes"` `(batch, M, 4)`. The loss is built in
+    `"boxes"` `(batch, M, 4)`; or, as the readers ship them by default, the
+    masks in compact form (`"mask_targets"` at stride 4, `"mask_centers"`,
+    `"mask_areas"`; see `keras_solov2.data.transforms.compact_mask_targets`),
+    which give the same loss from 1/16 of the bytes. The loss is built in
     (`keras_solov2.models.solov2_loss`): focal loss on the category grid
     plus 3 x dice loss on the masks of the positive cells. Keras logs `loss`,
     `category_loss`, `mask_loss` and `positives_overflow`.

@@ -6,18 +6,29 @@ from keras_solov2.losses.dice import dice_loss
 from keras_solov2.losses.focal import sigmoid_focal_loss
 
 TARGET_KEYS = ("masks", "labels", "boxes")
+# The readers' default form of the masks (`mask_targets="compact"`).
+COMPACT_MASK_KEYS = ("mask_targets", "mask_centers", "mask_areas")
 
 
 def check_targets(y):
-    """Raises a `ValueError` unless `y` holds SOLOv2's three target tensors."""
+    """Raises a `ValueError` unless `y` holds SOLOv2's target tensors: labels,
+    boxes, and the masks either full (`masks`) or compact (`mask_targets`,
+    `mask_centers`, `mask_areas`, as `keras_solov2.data` ships them)."""
     if y is None:
         raise ValueError(
             "SOLOv2 needs targets to compute its loss: the dataset must yield "
             "(images, {'masks', 'labels', 'boxes'})."
         )
-    for key in TARGET_KEYS:
+    for key in TARGET_KEYS[1:]:
         if key not in y:
             raise ValueError(f"SOLOv2 targets lack the key {key!r}; got {sorted(y)}.")
+    compact = [key for key in COMPACT_MASK_KEYS if key in y]
+    if "masks" not in y and len(compact) != len(COMPACT_MASK_KEYS):
+        raise ValueError(
+            "SOLOv2 targets need the masks: either 'masks' (B, M, H, W) or the "
+            f"compact {COMPACT_MASK_KEYS} of keras_solov2.data's readers; got "
+            f"{sorted(y)}."
+        )
 
 
 def solov2_loss(
@@ -46,8 +57,10 @@ def solov2_loss(
         outputs: dict of the network's dense outputs, `category_logits`
             `(batch, cells, C)`, `kernels` `(batch, cells, E)` and
             `mask_features` `(batch, h, w, E)`.
-        targets: dict with `masks` `(batch, M, H, W)`, `labels` `(batch, M)`
-            (`-1` for padding) and `boxes` `(batch, M, 4)`.
+        targets: dict with `labels` `(batch, M)` (`-1` for padding),
+            `boxes` `(batch, M, 4)` and either `masks` `(batch, M, H, W)` or
+            the compact `mask_targets`, `mask_centers` and `mask_areas` (see
+            `SOLOv2TargetEncoder`).
         target_encoder: a `SOLOv2TargetEncoder`.
         num_classes: int.
         focal_alpha: float. Defaults to `0.25`.
@@ -70,9 +83,19 @@ def solov2_loss(
     cells = logits.shape[1]
     h, w = ops.shape(mask_features)[1], ops.shape(mask_features)[2]
     channels = mask_features.shape[3]
-    encoded = target_encoder(
-        targets["masks"], targets["labels"], targets["boxes"], mask_size=(h, w)
-    )
+    if "masks" in targets:
+        encoded = target_encoder(
+            targets["masks"], targets["labels"], targets["boxes"], mask_size=(h, w)
+        )
+    else:
+        encoded = target_encoder(
+            targets["mask_targets"],
+            targets["labels"],
+            targets["boxes"],
+            mask_size=(h, w),
+            centers=targets["mask_centers"],
+            areas=targets["mask_areas"],
+        )
 
     category = encoded["category_targets"]
     one_hot = ops.one_hot(
