@@ -409,6 +409,25 @@ def test_bad_settings_are_refused_with_their_name():
         tiny_model(decoder=model.decoder, score_threshold=0.2)
 
 
+@pytest.mark.parametrize("test_scale", [None, (96, 64)])
+def test_predict_after_a_size_that_shares_one_side(test_scale):
+    # The second size retraces predict with the other side relaxed to None:
+    # the sizes then mixed a Python int and a tensor, which the decoder refused.
+    keras.utils.set_random_seed(5)
+    model = tiny_model(test_scale=test_scale)
+    fresh = tiny_model(test_scale=test_scale)
+    fresh.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (1, 60, 90, 3)).astype("uint8")
+    second = rng.integers(0, 256, (1, 60, 600, 3)).astype("uint8")
+    model.predict(first, verbose=0)
+    got = model.predict(second, verbose=0)
+    want = fresh.predict(second, verbose=0)
+    assert got["masks"].shape == (1, model.max_detections, 60, 600)
+    for key in ("labels", "scores", "num_detections", "masks"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
 def test_xla_predict_compiles_once_per_image_size():
     # Under `jit_compile=True` TensorFlow bakes every value that XLA needs as
     # a constant into the program, and compiles again for each new value. A

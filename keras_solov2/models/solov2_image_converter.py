@@ -97,6 +97,10 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
         """
         is_uint8 = "uint8" in str(images.dtype)
         height, width = ops.shape(images)[1], ops.shape(images)[2]
+        if not (isinstance(height, int) and isinstance(width, int)):
+            # A retrace with one side relaxed to `None` gives an int and a
+            # tensor; the decoder's call takes either two ints or two tensors.
+            height, width = (ops.convert_to_tensor(v, "int32") for v in (height, width))
         original_size = (height, width)
         resized_size = self.resized_size(height, width)
         if self.test_scale is None:
