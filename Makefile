@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow test-all lint format clean
+.PHONY: demo test test-slow test-all lint format clean web
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest
+
+# The in-browser page (web/, LiteRT.js) into web/dist/, which `keras-solov2
+# web` serves; needs Node.js and npm. Its tests skip without it (not in CI).
+web:
+	cd web && npm ci && npm run build
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_solov2 tests examples benchmarks

@@ -37,7 +37,10 @@ ratio ours / mmdetection's (below 1: ours is faster).
   (`keras_solov2.export.LiteRTPredictor`: letterbox, XNNPACK, and the paste of
   the kept masks), and so as the dynamic-range int8 and the full int8 file
   (calibrated on `--int8-calibration` COCO photos; its accuracy loss is
-  `benchmarks/export.py accuracy`'s table in the README). The image is the
+  `benchmarks/export.py accuracy`'s table in the README), and the `.onnx`
+  of the same graph in ONNX Runtime's CPU provider (`--threads` intra-op
+  threads, one inter-op thread; the same letterbox and paste around it;
+  skipped without onnxruntime, `pip install '.[onnx]'`). The image is the
   reference harness's 480x640 photo, resized by the test pipeline to
   448x597 (light R18) and 800x1067 (R50).
 
@@ -92,6 +95,7 @@ TFLITE_COLUMNS = {
     "tflite dyn int8": "dynamic_int8",
     "tflite int8": "int8",
 }
+ONNX_COLUMN = "ONNX Runtime fp32"
 PRESETS = {"light_r18": "light_r18_coco", "r50": "r50_coco"}
 NMS_COUNTS = (100, 250, 500, 1000, 2000)
 NMS_SIZE = (200, 272)
@@ -519,15 +523,54 @@ def scaling(args, missing):
     return rows
 
 
-def print_e2e_header(args, missing):
+def print_e2e_header(args, missing, onnx_missing):
     print(f"\n## End to end, batch 1, {args.threads} threads (s per image)\n")
     note = "" if missing is None else f" ({missing})"
+    onnx_note = "" if onnx_missing is None else f" ({onnx_missing})"
     print(
         f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
-        "| tflite fp32 | ratio | tflite dyn int8 | ratio | tflite int8 | ratio |\n"
-        + "|---" * 13
-        + "|"
+        "| tflite fp32 | ratio | tflite dyn int8 | ratio | tflite int8 | ratio "
+        f"| {ONNX_COLUMN}{onnx_note} | ratio |\n" + "|---" * 15 + "|"
     )
+
+
+def onnx_runtime_missing():
+    """Why the ONNX Runtime column cannot run here, or `None`."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as error:
+        return f"skipped: {error.name} is not installed, pip install '.[onnx]'"
+    return None
+
+
+def onnx_runtime_predictor(path, threads):
+    """The `.onnx` behind `LiteRTPredictor`'s letterbox and mask paste (the
+    TFLite columns' work around the network) in ONNX Runtime's CPU provider,
+    `threads` intra-op threads and one inter-op thread."""
+    import onnxruntime as ort
+
+    from keras_solov2.export import LiteRTPredictor
+    from keras_solov2.export.common import metadata_file
+
+    class Predictor(LiteRTPredictor):
+        def __init__(self):  # a session instead of LiteRT's interpreter
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(
+                path, options, providers=["CPUExecutionProvider"]
+            )
+            self.names = [o.name for o in self.session.get_outputs()]
+            with open(metadata_file(path)) as f:
+                self.metadata = json.load(f)
+            self.image_size = tuple(self.metadata["input"]["shape"][1:3])
+
+        def run(self, canvas):
+            outputs = self.session.run(None, {"image": canvas[None]})
+            return dict(zip(self.names, outputs, strict=True))
+
+    return Predictor()
 
 
 def print_e2e_row(variant, row):
@@ -537,7 +580,7 @@ def print_e2e_row(variant, row):
         "x".join(map(str, row["size"])),
         "" if theirs is None else f"{theirs:.2f}",
     ]
-    for key in ("keras", "keras XLA", *TFLITE_COLUMNS):
+    for key in ("keras", "keras XLA", *TFLITE_COLUMNS, ONNX_COLUMN):
         if key in row:
             cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
         else:
@@ -554,7 +597,10 @@ def e2e(args, missing):
     bgr = np.load(os.path.join(MMREF_OUT, "input.npy"))
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     rows = {}
-    print_e2e_header(args, missing)  # a row per model as soon as it is measured
+    onnx_missing = onnx_runtime_missing()
+    if onnx_missing:
+        print(f"{ONNX_COLUMN} column {onnx_missing}")
+    print_e2e_header(args, missing, onnx_missing)  # a row per model when measured
     for variant in args.variants:
         row = {}
         model = converted_model(variant)
@@ -587,6 +633,14 @@ def e2e(args, missing):
                 )
                 predictor = LiteRTPredictor(path, num_threads=args.threads)
                 row[name] = median_seconds(
+                    lambda p=predictor: p.predict(rgb[None]), args.runs
+                )
+        if onnx_missing is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, f"{variant}.onnx")
+                export.onnx(model, path, image_size=padded, verbose=False)
+                predictor = onnx_runtime_predictor(path, args.threads)
+                row[ONNX_COLUMN] = median_seconds(
                     lambda p=predictor: p.predict(rgb[None]), args.runs
                 )
         if missing is None:
@@ -696,7 +750,7 @@ def plot(results, output):
             ax.set_title("Latency against input size")
         else:
             data = results["e2e"]
-            names = ["mmdetection", "keras", "keras XLA", *TFLITE_COLUMNS]
+            names = ["mmdetection", "keras", "keras XLA", *TFLITE_COLUMNS, ONNX_COLUMN]
             width = 0.8 / len(names)
             for i, name in enumerate(names):
                 values = [row.get(name, 0) or 0 for row in data.values()]

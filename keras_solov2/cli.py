@@ -42,17 +42,37 @@ def load_model(spec):
 
 def _export(args):
     from keras_solov2 import export
+    from keras_solov2.export.onnx import DEFAULT_OPSET, OPSETS
 
     if args.format == "saved_model" and (
         args.image_size or args.quantization or args.calibration_images
     ):
         raise ValueError(
-            "--image-size, --quantization and --calibration-images apply to "
-            "--format tflite only (a SavedModel takes uint8 images of any size)."
+            "--image-size (tflite, onnx), --quantization and --calibration-images "
+            "(tflite only) do not apply to a SavedModel: it takes uint8 images "
+            "of any size."
         )
+    if args.format == "onnx" and (args.quantization or args.calibration_images):
+        raise ValueError(
+            "--quantization and --calibration-images apply to --format tflite "
+            "only (the .onnx is float32)."
+        )
+    if args.opset is not None and args.format != "onnx":
+        raise ValueError("--opset applies to --format onnx only.")
+    if args.opset is not None and args.opset not in OPSETS:
+        raise ValueError(f"--opset must be one of {OPSETS}; got {args.opset}.")
     model = load_model(args.model)
     if args.format == "saved_model":
         export.saved_model(model, args.output)
+        return
+    if args.format == "onnx":
+        export.onnx(
+            model,
+            args.output,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            opset=DEFAULT_OPSET if args.opset is None else args.opset,
+            include_postprocessing=not args.no_postprocessing,
+        )
         return
     export.tflite(
         model,
@@ -135,6 +155,12 @@ def _verify(args):
 
     report = verify_tfrecords(args.prefix)
     print(f"\nAll {len(report)} shards of {args.prefix} are intact.")
+
+
+def _web(args):
+    from keras_solov2 import web
+
+    web.serve(args.model, port=args.port, page_dir=args.page)
 
 
 # Errors that are the user's (a missing file, a bad argument, broken data):
@@ -245,20 +271,28 @@ def build_parser():
     )
     convert.add_argument("--output", required=True, help="preset directory to write")
     exporter = commands.add_parser(
-        "export", help="Export a model as a .tflite file or a SavedModel."
+        "export", help="Export a model as a .tflite or .onnx file or a SavedModel."
     )
     exporter.add_argument(
         "model", help="a .keras file, a preset directory or a preset name"
     )
-    exporter.add_argument("--format", choices=("tflite", "saved_model"), required=True)
+    exporter.add_argument(
+        "--format", choices=("tflite", "onnx", "saved_model"), required=True
+    )
     exporter.add_argument("--output", required=True, help="file or directory to write")
     exporter.add_argument(
         "--image-size",
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="fixed input size of the .tflite (default: a 4:3 frame at the "
-        "model's test scale, 448 608 for the light models)",
+        help="fixed input size of the .tflite or .onnx (default: a 4:3 frame at "
+        "the model's test scale, 448 608 for the light models)",
+    )
+    exporter.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset of the .onnx: 17 (default, TensorRT 8.5+) or 18",
     )
     exporter.add_argument(
         "--quantization", choices=("float16", "dynamic_int8", "int8"), default=None
@@ -297,6 +331,20 @@ def build_parser():
         "verify", help="Check TFRecord shards against their .meta.json."
     )
     verify.add_argument("prefix", help="shard prefix given to to-tfrecord")
+    web = commands.add_parser(
+        "web",
+        help="Serve the in-browser page (LiteRT.js: WebGPU or WebAssembly) "
+        "for an exported .tflite on 127.0.0.1.",
+    )
+    web.add_argument("model", help="a .tflite from `export --format tflite`")
+    web.add_argument(
+        "--port", type=int, default=8000, help="default 8000; 0 picks a free port"
+    )
+    web.add_argument(
+        "--page",
+        help="the built page folder (default: web/dist of this checkout, "
+        "built by `make web`)",
+    )
     return parser
 
 
@@ -315,6 +363,8 @@ def run(args):
         _to_tfrecord(args)
     elif args.command == "data" and args.data_command == "verify":
         _verify(args)
+    elif args.command == "web":
+        _web(args)
     return 0
 
 

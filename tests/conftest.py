@@ -39,6 +39,36 @@ def tiny_model(num_classes=3, test_scale=None, **kwargs):
     )
 
 
+# The export tests' model and image (test_export.py, test_onnx.py).
+IMAGE_SIZE = (60, 90)  # not a multiple of 32: the graph pads to 64 x 96
+
+
+def detecting_model():
+    """A tiny SOLOv2 whose random category branch scores many cells > 0.1."""
+    model = tiny_model()
+    conv = model.get_layer("conv_cls")
+    kernel, bias = conv.get_weights()
+    rng = np.random.default_rng(1)
+    conv.set_weights([rng.normal(0, 0.3, kernel.shape).astype("float32"), 0 * bias])
+    return model
+
+
+def sample_image():
+    return (
+        np.random.default_rng(0).integers(0, 256, (1, *IMAGE_SIZE, 3)).astype("uint8")
+    )
+
+
+def keras_features(model, image):
+    """`model.predict` with feature-resolution masks (what the file returns)."""
+    resolution = model.mask_resolution
+    model.mask_resolution = "features"
+    try:
+        return model.predict(image, verbose=0)
+    finally:
+        model.mask_resolution = resolution
+
+
 def rectangle_batch(batch=2, size=64, max_instances=4):
     """Raw 0..255 images with filled rectangles and matching targets (numpy)."""
     rng = np.random.default_rng(0)

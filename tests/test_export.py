@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from conftest import IMAGE_SIZE, detecting_model, keras_features, sample_image
 from detection_match import match_detections
 
 import keras_solov2
@@ -27,33 +27,6 @@ litert = pytest.importorskip(
 pytestmark = pytest.mark.tflite
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-IMAGE_SIZE = (60, 90)  # not a multiple of 32: the graph pads to 64 x 96
-
-
-def detecting_model():
-    """A tiny SOLOv2 whose random category branch scores many cells > 0.1."""
-    model = tiny_model()
-    conv = model.get_layer("conv_cls")
-    kernel, bias = conv.get_weights()
-    rng = np.random.default_rng(1)
-    conv.set_weights([rng.normal(0, 0.3, kernel.shape).astype("float32"), 0 * bias])
-    return model
-
-
-def sample_image():
-    return (
-        np.random.default_rng(0).integers(0, 256, (1, *IMAGE_SIZE, 3)).astype("uint8")
-    )
-
-
-def keras_features(model, image):
-    """`model.predict` with feature-resolution masks (what the file returns)."""
-    resolution = model.mask_resolution
-    model.mask_resolution = "features"
-    try:
-        return model.predict(image, verbose=0)
-    finally:
-        model.mask_resolution = resolution
 
 
 def run_interpreter(path, image):

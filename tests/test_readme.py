@@ -73,6 +73,10 @@ SLOW_ONLY = {
         "three exports of a light R18 take minutes; tests/test_export.py "
         "exports tiny models in the default suite"
     ),
+    "--format onnx": (
+        "the ONNX export of a light R18 takes about 30 s; tests/test_onnx.py "
+        "exports a tiny model in the default suite"
+    ),
     "--quantization int8": (
         "int8 calibration of a light R18 takes minutes; tests/test_export.py "
         "runs int8 on a tiny model in the default suite"

@@ -1,17 +1,18 @@
 """TFLite / LiteRT export with builtin ops only, Matrix NMS inside the graph."""
 
 import glob
-import json
 import os
 import tempfile
 import warnings
 
-import keras
 import numpy as np
 
-from keras_solov2.export import graphs
-from keras_solov2.export.letterbox import PAD_VALUE, letterbox
-from keras_solov2.utils import image_geometry
+from keras_solov2.export import common, graphs
+from keras_solov2.export.letterbox import letterbox
+
+# Imported from here by runtime.py, saved_model.py and web.py.
+metadata_file = common.metadata_file
+_require_tensorflow_backend = common.require_tensorflow_backend
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -86,7 +87,7 @@ def tflite(
     """
     import tensorflow as tf
 
-    _require_tensorflow_backend()
+    common.require_tensorflow_backend()
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}; got {quantization!r}."
@@ -102,11 +103,8 @@ def tflite(
             '`representative_data` is used only with quantization="int8"; got '
             f"quantization={quantization!r}."
         )
-    if not str(path).endswith(".tflite"):
-        raise ValueError(f"The TFLite file name must end in .tflite; got {path!r}.")
-    if image_size is None:
-        image_size = graphs.default_image_size(model)
-    image_size = graphs.check_image_size(image_size)
+    common.check_file_name(path, ".tflite", "TFLite")
+    image_size = common.input_size(model, image_size)
     if quantization == "int8":
         images = list(
             _calibration_images(representative_data, image_size, num_calibration_images)
@@ -114,18 +112,12 @@ def tflite(
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "saved_model")
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(
-            "serving_default",
-            graphs.fixed_size_function(model, image_size, include_postprocessing),
-            input_signature=[
-                tf.TensorSpec((1, *image_size, 3), tf.uint8, name=graphs.INPUT_NAME)
-            ],
+        archive, _ = common.fixed_size_archive(
+            model, image_size, include_postprocessing
         )
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved, signature_keys=["serving_default"]
+            saved, signature_keys=[common.SIGNATURE_NAME]
         )
         supported = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization is not None:
@@ -156,13 +148,15 @@ def tflite(
     _check_builtins(flatbuffer, path)
     with open(path, "wb") as f:
         f.write(flatbuffer)
-    metadata_path = metadata_file(path)
-    with open(metadata_path, "w") as f:
-        json.dump(
-            _metadata(model, image_size, quantization, include_postprocessing),
-            f,
-            indent=2,
-        )
+    metadata_path = common.write_metadata(
+        model,
+        path,
+        "tflite",
+        image_size,
+        include_postprocessing,
+        signature=common.SIGNATURE_NAME,
+        quantization=quantization,
+    )
     if verbose:
         print(
             f"Wrote {path} ({len(flatbuffer) / 2**20:.1f} MiB, input uint8 "
@@ -170,48 +164,6 @@ def tflite(
             f"{quantization or 'none (float32)'}) and {metadata_path}."
         )
     return str(path)
-
-
-def metadata_file(path):
-    """The JSON written beside a `.tflite`: `model.tflite` -> `model.json`."""
-    return os.path.splitext(str(path))[0] + ".json"
-
-
-def _metadata(model, image_size, quantization, include_postprocessing):
-    """What an app needs beside the tensors: classes, thresholds, geometry."""
-    divisor = model.size_divisor
-    padded = [image_geometry.padded_length(v, divisor) for v in image_size]
-    return {
-        "format": "keras_solov2.tflite/1",
-        "signature": "serving_default",
-        "input": {
-            "name": graphs.INPUT_NAME,
-            "shape": [1, *image_size, 3],
-            "dtype": "uint8",
-            "pad_value": list(PAD_VALUE),
-        },
-        "outputs": list(
-            graphs.OUTPUT_NAMES if include_postprocessing else graphs.BODY_OUTPUT_NAMES
-        ),
-        "padded_size": padded,
-        "mask_stride": model.decoder.mask_stride,
-        "mask_threshold": model.mask_threshold,
-        "score_threshold": model.score_threshold,
-        "max_detections": model.max_detections,
-        "num_classes": model.num_classes,
-        "class_names": model.class_names,
-        "category_ids": model.category_ids,
-        "quantization": quantization,
-    }
-
-
-def _require_tensorflow_backend():
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "Exporting needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
-            f"this process runs {keras.backend.backend()!r}. Save the model "
-            "(model.save('m.keras')) and export it from a TensorFlow process."
-        )
 
 
 def _int8_body_only(converter, saved, representative_dataset):
@@ -227,7 +179,7 @@ def _int8_body_only(converter, saved, representative_dataset):
     from ai_edge_litert.interpreter import Interpreter
 
     float_converter = tf.lite.TFLiteConverter.from_saved_model(
-        saved, signature_keys=["serving_default"]
+        saved, signature_keys=[common.SIGNATURE_NAME]
     )
     float_converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     names = [

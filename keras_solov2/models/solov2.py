@@ -393,26 +393,32 @@ class SOLOv2(keras.Model):
         """`keras.Model.export`, routed to `keras_solov2.export`.
 
         `format="tf_saved_model"` calls `keras_solov2.export.saved_model`
-        (uint8 images of any size, resize and decoding inside) and
+        (uint8 images of any size, resize and decoding inside),
         `format="litert"` calls `keras_solov2.export.tflite` (builtin ops
         only, Matrix NMS inside; `image_size=`, `quantization=`, ... as
-        keyword arguments). Keras's own LiteRT export enables SELECT_TF_OPS
-        and lets Flex ops in, which neither Android's GPU nor the pip
-        runtime runs. Other formats go to `keras.Model.export`.
+        keyword arguments) and `format="onnx"` calls
+        `keras_solov2.export.onnx` (the same graph in `ai.onnx` ops;
+        `image_size=`, `opset=`, ...). Keras's own LiteRT export enables
+        SELECT_TF_OPS and lets Flex ops in, which neither Android's GPU nor
+        the pip runtime runs; its ONNX export writes the network alone
+        (float input, no decoding). Other formats go to `keras.Model.export`.
         """
         from keras_solov2 import export as exporters
 
-        if format in ("tf_saved_model", "litert"):
+        routes = {
+            "tf_saved_model": exporters.saved_model,
+            "litert": exporters.tflite,
+            "onnx": exporters.onnx,
+        }
+        if format in routes:
             if input_signature is not None:
                 raise ValueError(
                     "SOLOv2 exports define their own input: uint8 images of any "
                     'size for "tf_saved_model", one image of `image_size=(H, W)` '
-                    'for "litert". Remove `input_signature`.'
+                    'for "litert" and "onnx". Remove `input_signature`.'
                 )
             verbose = True if verbose is None else verbose
-            if format == "tf_saved_model":
-                return exporters.saved_model(self, filepath, verbose=verbose, **kwargs)
-            return exporters.tflite(self, filepath, verbose=verbose, **kwargs)
+            return routes[format](self, filepath, verbose=verbose, **kwargs)
         return super().export(
             filepath,
             format=format,

@@ -1,0 +1,103 @@
+"""What the fixed-size exports (`.tflite`, `.onnx`) share.
+
+The checks of their arguments, the traced endpoint (so that both files hold
+the same graph) and the JSON written beside them.
+"""
+
+import json
+import os
+
+import keras
+
+from keras_solov2.export import graphs
+from keras_solov2.export.letterbox import PAD_VALUE
+from keras_solov2.utils import image_geometry
+
+SIGNATURE_NAME = "serving_default"
+
+
+def require_tensorflow_backend():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "Exporting needs the TensorFlow backend (KERAS_BACKEND=tensorflow); "
+            f"this process runs {keras.backend.backend()!r}. Save the model "
+            "(model.save('m.keras')) and export it from a TensorFlow process."
+        )
+
+
+def check_file_name(path, suffix, kind):
+    """A clear error unless `path` ends in `suffix` (`kind`: "TFLite", ...)."""
+    if not str(path).endswith(suffix):
+        raise ValueError(f"The {kind} file name must end in {suffix}; got {path!r}.")
+
+
+def input_size(model, image_size):
+    """`image_size` checked, or the model's default export size if `None`."""
+    if image_size is None:
+        image_size = graphs.default_image_size(model)
+    return graphs.check_image_size(image_size)
+
+
+def fixed_size_archive(model, image_size, include_postprocessing):
+    """`(archive, endpoint)`: a `keras.export.ExportArchive` tracking `model`
+    with one endpoint, `serving_default`, `graphs.fixed_size_function` for
+    one uint8 `(1, H, W, 3)` tensor named `image`. The `.tflite` converts
+    the archive's SavedModel; the `.onnx` converts the endpoint, a
+    `tf.function`."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    endpoint = archive.add_endpoint(
+        SIGNATURE_NAME,
+        graphs.fixed_size_function(model, image_size, include_postprocessing),
+        input_signature=[
+            tf.TensorSpec((1, *image_size, 3), tf.uint8, name=graphs.INPUT_NAME)
+        ],
+    )
+    return archive, endpoint
+
+
+def metadata_file(path):
+    """The JSON written beside an export: `model.tflite` -> `model.json`."""
+    return os.path.splitext(str(path))[0] + ".json"
+
+
+def write_metadata(
+    model, path, file_format, image_size, include_postprocessing, **fields
+):
+    """Writes what an app needs beside the tensors to `metadata_file(path)`.
+
+    The class names and COCO category ids, the thresholds, the mask stride,
+    the input size and padding value; `file_format` (`"tflite"`, `"onnx"`)
+    names the format, `fields` are added as they are.
+
+    Returns:
+        str: the JSON's path.
+    """
+    divisor = model.size_divisor
+    metadata = {
+        "format": f"keras_solov2.{file_format}/1",
+        "input": {
+            "name": graphs.INPUT_NAME,
+            "shape": [1, *image_size, 3],
+            "dtype": "uint8",
+            "pad_value": list(PAD_VALUE),
+        },
+        "outputs": list(
+            graphs.OUTPUT_NAMES if include_postprocessing else graphs.BODY_OUTPUT_NAMES
+        ),
+        "padded_size": [image_geometry.padded_length(v, divisor) for v in image_size],
+        "mask_stride": model.decoder.mask_stride,
+        "mask_threshold": model.mask_threshold,
+        "score_threshold": model.score_threshold,
+        "max_detections": model.max_detections,
+        "num_classes": model.num_classes,
+        "class_names": model.class_names,
+        "category_ids": model.category_ids,
+        **fields,
+    }
+    metadata_path = metadata_file(path)
+    with open(metadata_path, "w") as f:
+        json.dump(metadata, f, indent=2)
+    return metadata_path

@@ -1,0 +1,139 @@
+"""`keras-solov2 web`: the in-browser page, served locally with one model.
+
+The page (`web/` in the repository, built into `web/dist/` by `make web`)
+runs an exported `.tflite` with LiteRT.js in the browser: WebGPU when the
+browser has it, XNNPACK on WebAssembly otherwise. This module only serves
+files on 127.0.0.1: the page, LiteRT.js's Wasm files, the model at
+`/model.tflite` and its JSON at `/model.json`. Images never reach it; the
+page reads them in the browser.
+"""
+
+import functools
+import http.server
+import os
+
+_REPO_PAGE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web", "dist"
+)
+BUILD_COMMAND = "make web (that is: cd web && npm ci && npm run build)"
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".tflite": "application/octet-stream",
+}
+
+
+def default_page_dir():
+    """`web/dist` of the checkout this package runs from (editable install)."""
+    return _REPO_PAGE
+
+
+def check_files(model, page_dir=None):
+    """`(model, metadata, page_dir)` as absolute paths, or a clear error.
+
+    Raises:
+        FileNotFoundError: the `.tflite`, its `.json` or the built page is
+            missing; the message says which and what to do.
+        ValueError: `model` is not a `.tflite` file name.
+    """
+    from keras_solov2.export.tflite import metadata_file
+
+    model = os.path.abspath(model)
+    if not model.endswith(".tflite"):
+        raise ValueError(
+            f"{model} is not a .tflite file; the page runs the file that "
+            "`keras-solov2 export MODEL --format tflite --output model.tflite` "
+            "writes."
+        )
+    if not os.path.isfile(model):
+        raise FileNotFoundError(
+            f"No such model file: {model}. Export one with `keras-solov2 export "
+            "MODEL --format tflite --output model.tflite`."
+        )
+    metadata = metadata_file(model)
+    if not os.path.isfile(metadata):
+        raise FileNotFoundError(
+            f"No {os.path.basename(metadata)} beside {model}: the page needs the "
+            "JSON that `keras-solov2 export` writes next to the .tflite (class "
+            "names, mask threshold, input size). Copy it there, or export again."
+        )
+    page_dir = os.path.abspath(page_dir or default_page_dir())
+    if not os.path.isfile(os.path.join(page_dir, "index.html")):
+        raise FileNotFoundError(
+            f"The web page is not built: no index.html in {page_dir}. Build it "
+            f"in the keras-solov2 checkout with `{BUILD_COMMAND}` (needs Node.js "
+            "and npm), or pass --page with a built copy."
+        )
+    return model, metadata, page_dir
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files from the page folder, plus the model and its JSON."""
+
+    def __init__(self, *args, routes, **kwargs):
+        self.routes = routes
+        super().__init__(*args, **kwargs)
+
+    def translate_path(self, path):
+        route = self.routes.get(path.split("?", 1)[0].split("#", 1)[0])
+        return route if route else super().translate_path(path)
+
+    def guess_type(self, path):
+        return _TYPES.get(os.path.splitext(path)[1].lower()) or super().guess_type(path)
+
+    def end_headers(self):
+        # Cross-origin isolation lets LiteRT.js use its threaded Wasm.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_request(self, code="-", size="-"):
+        # Failed requests are still logged (send_error calls log_error).
+        pass
+
+
+def make_server(model, port=8000, page_dir=None, host="127.0.0.1"):
+    """A `ThreadingHTTPServer` for the page and `model`, not yet serving.
+
+    `port=0` picks a free port; `server.url` is the address to open.
+    """
+    model, metadata, page_dir = check_files(model, page_dir)
+    handler = functools.partial(
+        _Handler,
+        directory=page_dir,
+        routes={"/model.tflite": model, "/model.json": metadata},
+    )
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as error:
+        raise OSError(
+            f"Cannot serve on {host}:{port} ({error.strerror or error}); pick "
+            "another port with --port (0 picks a free one)."
+        ) from error
+    server.daemon_threads = True
+    server.url = f"http://{host}:{server.server_address[1]}/"
+    server.model = model
+    return server
+
+
+def serve(model, port=8000, page_dir=None):
+    """Serves the page for `model` until Ctrl+C."""
+    server = make_server(model, port, page_dir)
+    try:
+        print(
+            f"Serving the SOLOv2 page for {server.model} at {server.url}\n"
+            "Open it in a browser (WebGPU when the browser has it, WebAssembly "
+            "otherwise); images stay in the browser. Ctrl+C stops.",
+            flush=True,
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nStopped.")
+    finally:
+        server.server_close()
