@@ -470,15 +470,23 @@ class SOLOv2(keras.Model):
         Keras' own JAX predict function donates the variables' buffers and
         `predict_on_batch` copies the outputs; this one does neither. It is
         rebuilt with the predict function (changed settings, `compile`).
+        With masks at the original size it is `_JaxPredict`: the network is
+        compiled once per canvas, not once per photo size.
         """
         if not self.built or self.run_eagerly or not self.jit_compile:
             return None
         self.make_predict_function()
         cached = getattr(self, "_jax_predict_cache", None)
         if cached is None or cached[0] is not self.predict_function:
-            import jax
+            if self.decoder.mask_resolution == "original":
+                step = _JaxPredict(self)
+            else:
+                import jax
 
-            step = jax.jit(lambda state, images: self.predict_step(state, (images,)))
+                # The feature-resolution boxes depend on the photo's size.
+                step = jax.jit(
+                    lambda state, images: self.predict_step(state, (images,))
+                )
             cached = (self.predict_function, step)
             self._jax_predict_cache = cached
         return cached[1]
@@ -612,6 +620,64 @@ class SOLOv2(keras.Model):
         """Saves `config.json`, `model.weights.h5` and `metadata.json` (KerasHub's
         preset layout); `keras_solov2.SOLOv2.from_preset(preset_dir)` loads it."""
         preset_utils.save_to_preset(self, preset_dir, metadata=metadata)
+
+
+class _JaxPredict:
+    """`predict_step` on JAX in three jitted parts, compiled by what they see.
+
+    `jax.jit` of the whole step compiles it for every photo size, since the
+    masks come out at the photo's size: tens of seconds of compilation for
+    each new size of a COCO-like folder. Here `preprocess` (resize and pad)
+    compiles per photo size, `network` (the network and the decoding up to
+    the kept feature-resolution masks) per canvas, which many photo sizes
+    share, and the paste to the photo (`paste_masks`, which jits itself)
+    per photo size again: the two small parts recompile, the network does
+    not. The outputs are `predict_step`'s, bit for bit.
+    """
+
+    def __init__(self, model):
+        import jax
+
+        from keras_solov2.layers import solov2_decoder
+
+        config = model.decoder.get_config()
+        config.update(mask_resolution="features", name="jax_features_decoder")
+        decoder = SOLOv2Decoder.from_config(config)
+        self.model = model
+        self.chunk_size = solov2_decoder.PASTE_CHUNK_SIZE
+        self._paste = solov2_decoder._paste
+        self.preprocess = jax.jit(lambda images: model.preprocess(images)[0])
+
+        def network(state, padded):
+            trainable, non_trainable = state
+            dense, _ = model.stateless_call(
+                trainable, non_trainable, padded, training=False
+            )
+            canvas = tuple(padded.shape[1:3])  # the boxes are not used
+            return decoder(
+                dense["category_logits"],
+                dense["kernels"],
+                dense["mask_features"],
+                resized_size=canvas,
+                original_size=canvas,
+            )
+
+        self.network = jax.jit(network)
+
+    def __call__(self, state, images):
+        height, width = (int(v) for v in images.shape[1:3])
+        detections = dict(self.network(state, self.preprocess(images)))
+        decoder = self.model.decoder
+        masks, boxes = self._paste(
+            detections.pop("mask_probs"),
+            self.model.image_converter.resized_size(height, width),
+            (height, width),
+            decoder.mask_threshold,
+            decoder.mask_stride,
+            detections["num_detections"],
+            self.chunk_size,
+        )
+        return {**detections, "masks": masks, "boxes": boxes}, None
 
 
 def _forwarded(layer_name, setting):
