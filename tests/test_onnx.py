@@ -81,6 +81,7 @@ def test_onnx_runtime_gives_the_same_detections_as_keras(model, exported):
     assert_same_detections(expected, run_onnx(exported, image))
 
 
+@pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_grid_resizes_keep_their_size_where_float32_scales_round_down(model, tmp_path):
     # Padded to 64 x 608: the stride-32 level is 19 wide, resized to the
     # 3 x 3 grid; float32(3 / 19) * 19 < 3, so tf2onnx's `scales` Resize
@@ -182,6 +183,7 @@ def test_nearest_resize_rewrite_picks_the_pixels_that_tensorflow_picks():
         assert modes == [b"half_pixel"]
 
 
+@pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_model_export_routes_onnx_and_takes_the_opset(model, tmp_path):
     path = str(tmp_path / "m.onnx")
     model.export(path, format="onnx", image_size=IMAGE_SIZE, opset=18, verbose=False)
@@ -193,6 +195,7 @@ def test_model_export_routes_onnx_and_takes_the_opset(model, tmp_path):
         model.export(path, format="onnx", input_signature=[None])
 
 
+@pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_body_file_holds_the_dense_outputs(model, tmp_path):
     from keras_solov2.utils import image_geometry
 
@@ -210,6 +213,7 @@ def test_body_file_holds_the_dense_outputs(model, tmp_path):
         np.testing.assert_allclose(value, np.asarray(dense[key]), atol=1e-4)
 
 
+@pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_cli_exports_an_onnx_file_that_agrees_with_keras(model, tmp_path):
     from keras_solov2 import cli
 
