@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_solov2.layers.pixel_normalization import PixelNormalization
-from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
+from keras_solov2.layers.solov2_decoder import SOLOv2Decoder, paste_masks
 from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
 from keras_solov2.models import preset_loader, preset_utils, solov2_presets
 from keras_solov2.models.solov2_image_converter import SOLOv2ImageConverter
@@ -638,14 +638,10 @@ class _JaxPredict:
     def __init__(self, model):
         import jax
 
-        from keras_solov2.layers import solov2_decoder
+        from keras_solov2.export import graphs
 
-        config = model.decoder.get_config()
-        config.update(mask_resolution="features", name="jax_features_decoder")
-        decoder = SOLOv2Decoder.from_config(config)
+        decoder = graphs.features_decoder(model)
         self.model = model
-        self.chunk_size = solov2_decoder.PASTE_CHUNK_SIZE
-        self._paste = solov2_decoder._paste
         self.preprocess = jax.jit(lambda images: model.preprocess(images)[0])
 
         def network(state, padded):
@@ -668,14 +664,14 @@ class _JaxPredict:
         height, width = (int(v) for v in images.shape[1:3])
         detections = dict(self.network(state, self.preprocess(images)))
         decoder = self.model.decoder
-        masks, boxes = self._paste(
+        masks, boxes = paste_masks(
             detections.pop("mask_probs"),
             self.model.image_converter.resized_size(height, width),
             (height, width),
-            decoder.mask_threshold,
-            decoder.mask_stride,
-            detections["num_detections"],
-            self.chunk_size,
+            mask_threshold=decoder.mask_threshold,
+            mask_stride=decoder.mask_stride,
+            num_detections=detections["num_detections"],
+            return_boxes=True,
         )
         return {**detections, "masks": masks, "boxes": boxes}, None
 
