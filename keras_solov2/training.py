@@ -121,7 +121,9 @@ def train(
         num_images = dataset.num_images
     network = build_model(model, dataset)
     scales = training_scales(network, image_size)
-    canvas = image_geometry.canvas_for_scales(scales, network.size_divisor)
+    # Two canvases, landscape and its transpose, as mmdetection groups a
+    # batch's images by aspect ratio: 800x1344 instead of a 1344 square.
+    canvas = image_geometry.landscape_canvas_for_scales(scales, network.size_divisor)
     steps_per_epoch = max(1, num_images // batch_size)
     optimizer, recipe_epochs = solov2_optimizer(
         steps_per_epoch=steps_per_epoch,
@@ -144,6 +146,7 @@ def train(
         repeat=True,
         seed=seed,
         size_divisor=network.size_divisor,
+        aspect_ratio_grouping=True,
     )
     if tfrecords is None:
         train_data = dataset.as_tf_dataset(**reader_args)
@@ -206,7 +209,9 @@ def training_scales(model, image_size=None):
     80% of it in steps of 32, the official multi-scale augmentation (for
     (1333, 800): 800, 768, ..., 640). With `image_size=(H, W)`: the one
     scale `(max(H, W), min(H, W))`. Images are resized to fit a scale in
-    either orientation, in a square canvas that fits both.
+    either orientation, landscape images on the canvas
+    `image_geometry.landscape_canvas_for_scales` and portrait ones on its
+    transpose (`aspect_ratio_grouping=True`).
     """
     if image_size is not None:
         height, width = (int(v) for v in image_size)

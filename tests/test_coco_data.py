@@ -753,3 +753,84 @@ def test_entries_without_required_keys_are_named(tmp_path):
     del data["categories"][1]["id"]
     with pytest.raises(ValueError, match=r"Entry 1 of 'categories'.*has no id"):
         CocoDataset(_write(tmp_path, data), str(IMAGE_DIR))
+
+
+def test_aspect_ratio_grouping_puts_each_orientation_on_its_canvas(tmp_path):
+    path, coco, pil_images = _with_portrait(tmp_path)
+    data = CocoDataset(path, str(tmp_path))
+    scales = [(768, 512), (768, 448)]
+    kwargs = dict(batch_size=2, scales=scales, max_instances=50, seed=1)
+    ds = data.as_tf_dataset(**kwargs, mask_targets="full", aspect_ratio_grouping=True)
+    # Default canvases: (max short, max long) and its transpose, against
+    # the 768x768 square that fits both orientations.
+    assert ds.element_spec[0].shape.as_list() == [2, None, None, 3]
+    portrait_ids = {i for i, im in coco.imgs.items() if im["height"] > im["width"]}
+    assert portrait_ids == {7}
+    seen, pixels = [], 0
+    for _ in range(3):
+        for images, targets in ds:
+            canvas = tuple(images.shape[1:3])
+            assert canvas in {(512, 768), (768, 512)}
+            targets = {k: v.numpy() for k, v in targets.items()}
+            assert targets["masks"].shape[2:] == canvas
+            batch = _check_batch(
+                images.numpy(), targets, coco, pil_images, scales, canvas, 50
+            )
+            # Every image of a batch has the orientation of its canvas.
+            for image_id, _, _ in batch:
+                assert (image_id in portrait_ids) == (canvas == (768, 512))
+            seen += batch
+            pixels += images.shape[0] * canvas[0] * canvas[1]
+    # 6 images: 5 landscape or square, 1 portrait; batches of 2 drop one
+    # incomplete landscape batch and the lone portrait image per epoch.
+    assert len(seen) == 3 * 4
+    assert pixels == len(seen) * 512 * 768 < len(seen) * 768 * 768
+    # An explicit canvas is sorted into the landscape one; too small a
+    # canvas names the image and the canvases that would fit.
+    explicit = data.as_tf_dataset(
+        image_size=(768, 512), **kwargs, aspect_ratio_grouping=True
+    )
+    implicit = data.as_tf_dataset(**kwargs, aspect_ratio_grouping=True)
+    for (a, ta), (b, tb) in zip(implicit, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ta["mask_targets"], tb["mask_targets"])
+    with pytest.raises(
+        ValueError,
+        match=r"'000000434204\.jpg' \(333x500\) resized with scale \(768, 512\) "
+        r"becomes 511x768, which does not fit the 512x736 canvas.*512x768 \(and "
+        r"768x512 for portrait images\)",
+    ):
+        data.as_tf_dataset(image_size=(736, 512), **kwargs, aspect_ratio_grouping=True)
+    with pytest.raises(ValueError, match="`aspect_ratio_grouping` must be True or"):
+        data.as_tf_dataset(**kwargs, aspect_ratio_grouping="yes")
+
+
+def test_aspect_ratio_grouping_is_the_square_canvas_without_its_padding(tmp_path):
+    path, _, _ = _with_portrait(tmp_path)
+    data = CocoDataset(path, str(tmp_path))
+    kwargs = dict(
+        batch_size=1,
+        scales=[(768, 512), (768, 448)],
+        max_instances=50,
+        seed=4,
+        shuffle=False,
+    )
+    square = data.as_tf_dataset(**kwargs)
+    grouped = data.as_tf_dataset(**kwargs, aspect_ratio_grouping=True)
+    assert square.element_spec[0].shape == (1, 768, 768, 3)
+    mean = np.float32(image_geometry.PIXEL_MEAN)
+    count = 0
+    for (a, ta), (b, tb) in zip(square, grouped, strict=True):
+        a, b = a.numpy(), b.numpy()
+        h, w = b.shape[1:3]
+        np.testing.assert_array_equal(a[:, :h, :w], b)
+        assert (a[:, h:] == mean).all() and (a[:, :, w:] == mean).all()
+        for key in ("labels", "boxes", "mask_centers", "mask_areas"):
+            np.testing.assert_array_equal(ta[key], tb[key])
+        small = ta["mask_targets"].numpy()
+        np.testing.assert_array_equal(
+            small[:, :, : h // 4, : w // 4], tb["mask_targets"]
+        )
+        assert not small[:, :, h // 4 :].any() and not small[:, :, :, w // 4 :].any()
+        count += 1
+    assert count == 6

@@ -378,3 +378,29 @@ def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
     assert f"{names[0]}: missing" in str(raised.value)
     assert f"{names[2]}: sha256 differs" not in str(raised.value)  # counted instead
     assert "2 records, 1 were written" in str(raised.value)
+
+
+def test_aspect_ratio_grouping_equals_coco_reader(tmp_path):
+    from test_coco_data import _with_portrait
+
+    path, _, _ = _with_portrait(tmp_path)
+    data = CocoDataset(path, str(tmp_path))
+    prefix = str(tmp_path / "shards" / "p")
+    write_tfrecords(data, prefix, num_shards=2, progress=False)
+    kwargs = dict(
+        batch_size=2,
+        scales=[(512, 384)],
+        max_instances=20,
+        training=True,
+        shuffle=False,
+        seed=3,
+        repeat=True,
+        aspect_ratio_grouping=True,
+    )
+    # One portrait image in six: its first batch of two closes in epoch 2.
+    got = _assert_same(
+        read_tfrecords(f"{prefix}-*", **kwargs, mask_targets="full").take(6),
+        data.as_tf_dataset(**kwargs, mask_targets="full").take(6),
+    )
+    assert [images.shape[1:3] for images, _ in got].count((512, 384)) == 1
+    assert {images.shape[1:3] for images, _ in got} == {(384, 512), (512, 384)}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from keras_solov2.data.images import decode_rgb
-from keras_solov2.data.transforms import Augmentation, sample_masks
+from keras_solov2.data.transforms import Augmentation, batch_by_canvas, sample_masks
 from keras_solov2.utils import image_geometry
 
 DEFAULT_FEATURE_MAP = {
@@ -164,6 +164,7 @@ def from_tfds(
     image_scale: float | None = None,
     size_divisor: int = image_geometry.SIZE_DIVISOR,
     mask_targets: str = "compact",
+    aspect_ratio_grouping: bool = False,
 ) -> tf.data.Dataset:
     """SOLOv2 `(images, targets)` batches from a tfds-style dataset.
 
@@ -230,7 +231,8 @@ def from_tfds(
 
         batch_size, image_size, scales, max_instances, training,
         flip_probability, seed, repeat, drop_remainder, large_scale_jitter,
-        size_divisor, mask_targets: as in `CocoDataset.as_tf_dataset`
+        size_divisor, mask_targets, aspect_ratio_grouping: as in
+            `CocoDataset.as_tf_dataset`
             (`image_size=None` with `scales`: the square canvas that fits
             every scale; without `scales` it must be given).
         shuffle_buffer: int >= 1 or `None`. Size of the shuffle buffer the
@@ -307,6 +309,7 @@ def from_tfds(
         training,
         size_divisor,
         mask_targets,
+        aspect_ratio_grouping,
     )
     if image_scale is not None:
         image_scale = float(image_scale)
@@ -431,5 +434,5 @@ def from_tfds(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = batch_by_canvas(ds, batch_size, drop_remainder, augment.aspect_ratio_grouping)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -301,6 +301,7 @@ def read_tfrecords(
     input_context: tf.distribute.InputContext | None = None,
     size_divisor: int = image_geometry.SIZE_DIVISOR,
     mask_targets: str = "compact",
+    aspect_ratio_grouping: bool = False,
 ) -> tf.data.Dataset:
     """Fixed-shape `(images, targets)` batches from `write_tfrecords` shards.
 
@@ -330,7 +331,8 @@ def read_tfrecords(
             `"gs://bucket/coco/train-*.tfrecord"`.
         batch_size, image_size, scales, max_instances, training,
         flip_probability, shuffle, seed, repeat, drop_remainder,
-        large_scale_jitter, keep_negatives, size_divisor, mask_targets: as in
+        large_scale_jitter, keep_negatives, size_divisor, mask_targets,
+        aspect_ratio_grouping: as in
             `CocoDataset.as_tf_dataset` (`image_size=None` with `scales`:
             the square canvas that fits every scale).
         input_context: `tf.distribute.InputContext` or `None`. This input
@@ -364,6 +366,7 @@ def read_tfrecords(
         training,
         size_divisor,
         mask_targets,
+        aspect_ratio_grouping,
     )
     patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
     matched = {p for pattern in patterns for p in tf.io.gfile.glob(pattern)}
@@ -454,4 +457,12 @@ def read_tfrecords(
         records = records.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
-    return batch_examples(records, load, batch_size, seed, repeat, drop_remainder)
+    return batch_examples(
+        records,
+        load,
+        batch_size,
+        seed,
+        repeat,
+        drop_remainder,
+        augment.aspect_ratio_grouping,
+    )

@@ -57,9 +57,11 @@ def resized_sizes(height, width, canvas, scales):
     xp = TensorFlowOps
     h = tf.cast(height, tf.float64)[..., None]
     w = tf.cast(width, tf.float64)[..., None]
-    canvas_h, canvas_w = canvas
+    canvas_h, canvas_w = tf.unstack(tf.convert_to_tensor(canvas, tf.int32))
     if scales is None:
-        factor = image_geometry.fit_factor(h, w, canvas_h, canvas_w, xp)
+        factor = image_geometry.fit_factor(
+            h, w, tf.cast(canvas_h, tf.float64), tf.cast(canvas_w, tf.float64), xp
+        )
     else:
         longs = tf.constant([max(s) for s in scales], tf.float64)
         shorts = tf.constant([min(s) for s in scales], tf.float64)
@@ -80,12 +82,15 @@ def draw_geometry(
     (the image's position), so that every reader draws the same. Without
     `training`: first scale (or fit to the canvas), no crop, no flip.
 
+    `canvas` is `(H, W)`, python ints or an int32 `(2,)` tensor (the
+    image's canvas with aspect-ratio grouping).
+
     Returns:
         dict of tensors: `flip` bool; `size` int32 `(2,)` resized `(rh, rw)`;
         `offset` int32 `(2,)` top-left corner of the window in the resized
         image; `window` int32 `(2,)` its `(h, w)`, at most the canvas.
     """
-    canvas_h, canvas_w = canvas
+    canvas_t = tf.convert_to_tensor(canvas, tf.int32)
     if training:
         u = tf.random.stateless_uniform(
             [4], seed=tf.stack([random_seed, index]), dtype=tf.float32
@@ -109,14 +114,15 @@ def draw_geometry(
     h = tf.cast(height, tf.float64)
     w = tf.cast(width, tf.float64)
     xp = TensorFlowOps
-    factor = image_geometry.fit_factor(h, w, canvas_h * s, canvas_w * s, xp)
+    canvas_f = tf.cast(canvas_t, tf.float64)
+    factor = image_geometry.fit_factor(h, w, canvas_f[0] * s, canvas_f[1] * s, xp)
     size = image_geometry.scaled_length(tf.stack([h, w]), factor, xp)
     size = tf.maximum(tf.cast(size, tf.int32), 1)
-    spare = tf.maximum(size - tf.constant(canvas, tf.int32), 0)
+    spare = tf.maximum(size - canvas_t, 0)
     offset = tf.minimum(
         tf.cast(tf.cast(spare + 1, tf.float32) * u[2:4], tf.int32), spare
     )
-    window = tf.minimum(size, tf.constant(canvas, tf.int32))
+    window = tf.minimum(size, canvas_t)
     return {"flip": flip, "size": size, "offset": offset, "window": window}
 
 
@@ -138,7 +144,8 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
         image: uint8 `(h, w, 3)` tensor.
         size: int32 `(2,)` tensor, resized `(rh, rw)`.
         flip: bool scalar tensor, horizontal flip (of the window).
-        canvas: `(H, W)` python ints, the padded output size.
+        canvas: `(H, W)`, the padded output size: python ints, or an int32
+            `(2,)` tensor (then the output's height and width are not static).
         offset, window: int32 `(2,)` crop of the resized image; default the
             whole image.
 
@@ -149,7 +156,6 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
         (`image_geometry.pad_with_mean`; zero after the model's
         normalisation).
     """
-    canvas_h, canvas_w = canvas
     image = tf.image.resize(
         tf.cast(image, tf.float32), size, method="bilinear", antialias=False
     )
@@ -161,11 +167,25 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
         window = size
     image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    canvas_h, canvas_w = _canvas_sides(canvas)
     image = image_geometry.pad_with_mean(
-        image, canvas, TensorFlowOps, image_size=(window[0], window[1])
+        image, (canvas_h, canvas_w), TensorFlowOps, image_size=(window[0], window[1])
     )
-    image.set_shape([canvas_h, canvas_w, 3])
+    image.set_shape([*static_canvas(canvas), 3])
     return image
+
+
+def static_canvas(canvas):
+    """`(H, W)` as python ints, or `(None, None)` for a canvas tensor."""
+    if isinstance(canvas, tf.Tensor):
+        return (None, None)
+    return tuple(int(v) for v in canvas)
+
+
+def _canvas_sides(canvas):
+    if isinstance(canvas, tf.Tensor):
+        return canvas[0], canvas[1]
+    return tuple(int(v) for v in canvas)
 
 
 def sample_masks(masks, original_hw, geometry):
@@ -195,11 +215,16 @@ def compact_mask_targets(masks, stride=MASK_STRIDE):
     integers; for an odd stride it is one pixel.
     """
     n, height, width = (masks.shape[i] for i in range(3))
-    if height % stride or width % stride:
+    if height is None or width is None:  # a per-image canvas, checked before
+        static = (None, None)
+        height, width = tf.shape(masks)[1], tf.shape(masks)[2]
+    elif height % stride or width % stride:
         raise ValueError(
             f"The canvas {height}x{width} must be a multiple of the mask stride "
             f"{stride}."
         )
+    else:
+        static = (height // stride, width // stride)
     masks_i = tf.cast(masks, tf.int32)
     row_counts = tf.reduce_sum(masks_i, axis=2)
     col_counts = tf.reduce_sum(masks_i, axis=1)
@@ -220,7 +245,7 @@ def compact_mask_targets(masks, stride=MASK_STRIDE):
             for j in (0, 1)
         ]
         small = tf.cast(tf.add_n(block) >= 2, tf.uint8)
-    small.set_shape([n, height // stride, width // stride])
+    small.set_shape([n, *static])
     return {
         "mask_targets": small,
         "mask_centers": tf.stack([center_y, center_x], axis=1),
@@ -240,7 +265,7 @@ def finish_instances(
         boxes: float64 `(n, 4)` `[x1, y1, x2, y2]` in original pixels.
         original_hw: the original `(h, w)`.
         geometry: from `draw_geometry`.
-        canvas: `(H, W)` python ints.
+        canvas: `(H, W)`, python ints or an int32 `(2,)` tensor.
         m: int, instance slots.
         mask_targets: `"compact"` or `"full"`, see Returns.
 
@@ -269,7 +294,8 @@ def finish_instances(
         lambda: (masks, x1, x2),
     )
     boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
-    canvas_h, canvas_w = canvas
+    canvas_h, canvas_w = _canvas_sides(canvas)
+    static_h, static_w = static_canvas(canvas)
     labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
     labels.set_shape([m])
     boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
@@ -278,11 +304,11 @@ def finish_instances(
     canvas_pad = [[0, canvas_h - window[0]], [0, canvas_w - window[1]]]
     if mask_targets == "full":
         masks = tf.pad(masks, [[0, m - n]] + canvas_pad)
-        masks.set_shape([m, canvas_h, canvas_w])
+        masks.set_shape([m, static_h, static_w])
         return {"masks": masks, "labels": labels, "boxes": boxes}
     # Only the `n` real instances reach the canvas size, briefly.
     masks = tf.pad(masks, [[0, 0]] + canvas_pad)
-    masks.set_shape([None, canvas_h, canvas_w])
+    masks.set_shape([None, static_h, static_w])
     compact = compact_mask_targets(masks)
     for key, value in compact.items():
         rest = value.shape[1:]
@@ -297,21 +323,24 @@ def check_fits(size, canvas, file_name, advice):
     Only needed without large-scale jitter (whose window always fits).
     `advice` is the end of the message (`Augmentation.misfit_advice`).
     """
+    fits = tf.reduce_all(size <= tf.convert_to_tensor(canvas, tf.int32))
+    if isinstance(canvas, tf.Tensor):
+        where = ["which does not fit its orientation's canvas (H, W)", canvas]
+    else:
+        where = [f"which does not fit the {canvas[0]}x{canvas[1]} canvas."]
     return tf.debugging.Assert(
-        tf.reduce_all(size <= tf.constant(canvas)) & tf.reduce_all(size >= 1),
-        [
-            "Image",
-            file_name,
-            "resizes to",
-            size,
-            f"which does not fit the {canvas[0]}x{canvas[1]} canvas.",
-            advice,
-        ],
+        fits & tf.reduce_all(size >= 1),
+        ["Image", file_name, "resizes to", size, *where, advice],
     )
 
 
-def _canvas(image_size, scales, size_divisor):
-    """The checked canvas `(H, W)`; by default the one that fits `scales`."""
+def _canvas(image_size, scales, size_divisor, grouping=False):
+    """The checked canvas `(H, W)`; by default the one that fits `scales`.
+
+    With aspect-ratio `grouping`, the landscape canvas `(short, long)`.
+    """
+    if image_size is None and scales is not None and grouping:
+        return image_geometry.landscape_canvas_for_scales(scales, size_divisor)
     if image_size is None:
         if scales is None:
             raise ValueError(
@@ -333,7 +362,7 @@ def _canvas(image_size, scales, size_divisor):
             f"`image_size` must be (H, W) with both multiples of `size_divisor` "
             f"({size_divisor}), got {tuple(image_size)}."
         )
-    return canvas
+    return (min(canvas), max(canvas)) if grouping else canvas
 
 
 def _scales(scales):
@@ -389,6 +418,7 @@ class Augmentation:
     max_instances: int
     size_divisor: int = image_geometry.SIZE_DIVISOR
     mask_targets: str = "compact"
+    aspect_ratio_grouping: bool = False
 
     @classmethod
     def from_args(
@@ -402,6 +432,7 @@ class Augmentation:
         training,
         size_divisor=image_geometry.SIZE_DIVISOR,
         mask_targets="compact",
+        aspect_ratio_grouping=False,
     ):
         """Checks the batching arguments shared by every reader.
 
@@ -410,6 +441,11 @@ class Augmentation:
         smallest square that every scale fits in both orientations; without
         `scales` the canvas must be given. `size_divisor` is the model's
         (`model.size_divisor`); the canvas must be a multiple of it.
+
+        With `aspect_ratio_grouping`, `canvas` is the landscape canvas
+        (height <= width: `image_size` sorted, or
+        `image_geometry.landscape_canvas_for_scales`) and portrait images
+        (taller than wide) go on its transpose.
 
         Raises:
             ValueError: naming the argument and what it must be.
@@ -426,7 +462,13 @@ class Augmentation:
         size_divisor = int(size_divisor)
         scales = _scales(scales)
         jitter = _jitter(large_scale_jitter, scales)
-        canvas = _canvas(image_size, scales, size_divisor)
+        if not isinstance(aspect_ratio_grouping, (bool, np.bool_)):
+            raise ValueError(
+                "`aspect_ratio_grouping` must be True or False, got "
+                f"{aspect_ratio_grouping!r}."
+            )
+        grouping = bool(aspect_ratio_grouping)
+        canvas = _canvas(image_size, scales, size_divisor, grouping)
         if batch_size < 1 or max_instances < 1:
             raise ValueError(
                 "`batch_size` and `max_instances` must be >= 1, got "
@@ -458,12 +500,43 @@ class Augmentation:
             int(max_instances),
             size_divisor,
             mask_targets,
+            grouping,
+        )
+
+    @property
+    def portrait_canvas(self):
+        """The canvas of portrait images: the transpose with grouping."""
+        if self.aspect_ratio_grouping:
+            return self.canvas[::-1]
+        return self.canvas
+
+    def canvas_for(self, height, width):
+        """The canvas of an image: python ints, or a tensor with grouping.
+
+        mmdetection's `AspectRatioBatchSampler` rule: an image wider than
+        or as wide as tall is landscape.
+        """
+        if not self.aspect_ratio_grouping:
+            return self.canvas
+        return tf.where(
+            tf.convert_to_tensor(height) > tf.convert_to_tensor(width),
+            tf.constant(self.portrait_canvas, tf.int32),
+            tf.constant(self.canvas, tf.int32),
         )
 
     def misfit_advice(self):
         """What to do about an image that does not fit the canvas."""
         if self.scales is None:
             return "Use a larger `image_size`."
+        if self.aspect_ratio_grouping:
+            h, w = image_geometry.landscape_canvas_for_scales(
+                self.scales, self.size_divisor
+            )
+            return (
+                f"Use a larger `image_size` or smaller `scales`: {h}x{w} (and "
+                f"{w}x{h} for portrait images) fits every scale (omitting "
+                "`image_size` picks it)."
+            )
         side, _ = image_geometry.canvas_for_scales(self.scales, self.size_divisor)
         return (
             f"Use a larger `image_size` or smaller `scales`: a {side}x{side} "
@@ -472,10 +545,12 @@ class Augmentation:
         )
 
     def draw(self, height, width, random_seed, index):
-        return draw_geometry(
+        """`draw_geometry` on the image's canvas, which joins the geometry."""
+        canvas = self.canvas_for(height, width)
+        geometry = draw_geometry(
             height,
             width,
-            self.canvas,
+            canvas,
             self.scales,
             self.jitter,
             self.training,
@@ -483,6 +558,7 @@ class Augmentation:
             index,
             self.flip_probability,
         )
+        return {**geometry, "canvas": canvas}
 
     def checked(self, geometry, file_name, checks=()):
         """`geometry` made to wait for `checks` and the fit check.
@@ -495,16 +571,21 @@ class Augmentation:
         checks = list(checks)
         if self.jitter is None:
             advice = self.misfit_advice()
-            checks.append(check_fits(geometry["size"], self.canvas, file_name, advice))
+            checks.append(
+                check_fits(geometry["size"], geometry["canvas"], file_name, advice)
+            )
         with tf.control_dependencies(checks):
-            return {key: tf.identity(value) for key, value in geometry.items()}
+            return {
+                key: value if key == "canvas" else tf.identity(value)
+                for key, value in geometry.items()
+            }
 
     def image(self, image, geometry):
         return transform_image(
             image,
             geometry["size"],
             geometry["flip"],
-            self.canvas,
+            geometry["canvas"],
             geometry["offset"],
             geometry["window"],
         )
@@ -516,22 +597,50 @@ class Augmentation:
             boxes,
             original_hw,
             geometry,
-            self.canvas,
+            geometry["canvas"],
             self.max_instances,
             self.mask_targets,
         )
 
 
-def batch_examples(elements, load, batch_size, seed, repeat, drop_remainder):
+def batch_examples(
+    elements, load, batch_size, seed, repeat, drop_remainder, grouping=False
+):
     """Pairs `elements` with per-epoch random seeds, maps `load`, batches.
 
     `load(element, random_seed)` builds one example; the seeds change every
-    iteration but are fixed by `seed`.
+    iteration but are fixed by `seed`. `grouping`: see `batch_by_canvas`.
     """
     randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((elements, randoms))
     if repeat:
         ds = ds.repeat()
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = batch_by_canvas(ds, batch_size, drop_remainder, grouping)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def batch_by_canvas(ds, batch_size, drop_remainder, grouping):
+    """`ds.batch`, or with aspect-ratio `grouping` batches of one canvas.
+
+    With grouping, examples (whose first component is the image) come on a
+    landscape or a portrait canvas; each batch holds `batch_size` examples
+    of one canvas, in the order the canvas fills up, like mmdetection's
+    `AspectRatioBatchSampler`. The batches' height and width are then not
+    static (`None` in the element spec). At the end of a finite epoch each
+    canvas's incomplete batch is kept, or dropped with `drop_remainder`.
+    """
+    if not grouping:
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def portrait(image, *rest):
+        shape = tf.shape(image)
+        return tf.cast(shape[0] > shape[1], tf.int64)
+
+    return ds.group_by_window(
+        key_func=portrait,
+        reduce_func=lambda key, window: window.batch(
+            batch_size, drop_remainder=drop_remainder
+        ),
+        window_size=batch_size,
+    )

@@ -108,6 +108,19 @@ def canvas_for_scales(scales, size_divisor=SIZE_DIVISOR):
     return side, side
 
 
+def landscape_canvas_for_scales(scales, size_divisor=SIZE_DIVISOR):
+    """The smallest landscape canvas `(H, W)` that every `scales` resize fits.
+
+    For aspect-ratio grouping: a keep-ratio `(long, short)` resize of an
+    image no taller than wide is at most `short` high and `long` wide, so
+    `(max short, max long)` (rounded up to `size_divisor`) fits every
+    landscape image, and its transpose every portrait one.
+    """
+    short = padded_length(max(min(s) for s in scales), size_divisor)
+    long = padded_length(max(max(s) for s in scales), size_divisor)
+    return short, long
+
+
 def normalize(images):
     """`(images - PIXEL_MEAN) / PIXEL_STD` in float32, channels last.
 
