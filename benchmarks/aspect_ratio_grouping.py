@@ -21,7 +21,6 @@ image and the peak RSS.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import COCO_MINI, cpu_name  # noqa: E402
+from common import COCO_MINI, cpu_name, peak_rss_mib  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "coco_mini")
 
@@ -97,7 +96,6 @@ def child(args):
     per_canvas = {}
     for i in steady:
         per_canvas.setdefault(f"{shapes[i][0]}x{shapes[i][1]}", []).append(times[i])
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(args.out, "w") as f:
         json.dump(
             {
@@ -109,7 +107,7 @@ def child(args):
                 * len(steady)
                 / sum(times[i] for i in steady),
                 "pixels per image": float(np.mean([h * w for h, w in shapes])),
-                "peak rss MiB": kib / 1024,
+                "peak rss MiB": peak_rss_mib(),
             },
             f,
         )

@@ -51,3 +51,16 @@ def calibration_images(folder, count):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3)).astype("uint8") for _ in range(8)]
     return images, "random images"
+
+
+def peak_rss_mib():
+    """This process's peak resident memory, MiB: `VmHWM` of /proc/self/status.
+
+    Not `getrusage`'s `ru_maxrss`: Linux keeps that across `execve`, so a
+    child started by a large parent reports the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")

@@ -16,7 +16,6 @@ step time after the first step, the peak RSS, and the first step's losses
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import COCO_MINI, cpu_name  # noqa: E402
+from common import COCO_MINI, cpu_name, peak_rss_mib  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "coco_mini")
 
@@ -76,13 +75,12 @@ def child(args):
         times.append(time.perf_counter() - start)
         if step == 0:
             first_losses = {k: float(v) for k, v in logs.items()}
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(args.out, "w") as f:
         json.dump(
             {
                 "target MiB per batch": target_bytes / 2**20,
                 "s per step": float(np.median(times[1:] or times)),
-                "peak rss MiB": kib / 1024,
+                "peak rss MiB": peak_rss_mib(),
                 "first losses": first_losses,
             },
             f,

@@ -26,7 +26,9 @@ ratio ours / mmdetection's (below 1: ours is faster).
   (`train_on_batch`, TF graph and XLA) against mmdetection's `loss`,
   backward and `torch.optim.SGD` on the same batch, each in its own process
   with its peak RSS. Both print their first step's losses (the same weights
-  and batch give the same numbers).
+  and batch give the same numbers). A `keras bfloat16` row trains with
+  `dtype="mixed_bfloat16"` (float32 variables, loss and decoding) on CPUs
+  with AVX-512 BF16 or AMX.
 - `scaling`: Keras `predict` and mmdetection end to end at test scales
   whose short side is 320 to 1333 (long side capped at 5/3 of it), for each
   `--variants` model, on a plot.
@@ -40,7 +42,10 @@ ratio ours / mmdetection's (below 1: ours is faster).
   `benchmarks/export.py accuracy`'s table in the README), and the `.onnx`
   of the same graph in ONNX Runtime's CPU provider (`--threads` intra-op
   threads, one inter-op thread; the same letterbox and paste around it;
-  skipped without onnxruntime, `pip install '.[onnx]'`). The image is the
+  skipped without onnxruntime, `pip install '.[onnx]'`), and Keras `predict`
+  with `dtype="mixed_bfloat16"` (the network in bfloat16, the decoding in
+  float32; only on CPUs with AVX-512 BF16 or AMX), with its agreement with
+  float32 on the image (same-label matches by mask IoU). The image is the
   reference harness's 480x640 photo, resized by the test pipeline to
   448x597 (light R18) and 800x1067 (R50).
 
@@ -54,17 +59,18 @@ Writes `results.json` and, with matplotlib, `speed_vs_mmdet.png` under
 `--output`.
 
 Measurements (2-core Intel Xeon, Sapphire Rapids class, KVM; TensorFlow 2.21,
-PyTorch 2.13; medians of 5, nothing else running): GEMM 176 GFLOP/s (numpy)
-and 193 (TF). Matrix NMS ours / mmdetection, ms: 100: 16 / 38 (0.43x),
-250: 50 / 115 (0.44x), 500: 175 / 277 (0.63x), 1000: 604 / 734 (0.82x),
-2000: 2400 / 2951 (0.81x). End to end, s (ratio to mmdetection): light R18
-at 448x597: mmdetection 1.29, Keras 0.92 (0.72x), Keras XLA 1.09 (0.85x),
-TFLite fp32 1.42 (1.11x), dyn int8 0.92 (0.71x), int8 1.18 (0.92x); R50 at
-800x1067: mmdetection 5.69, Keras 4.91 (0.86x), XLA 4.30 (0.76x), TFLite
-fp32 6.06 (1.07x), dyn int8 2.92 (0.51x), int8 3.74 (0.66x). Network share
-of the GEMM peak: light R18 59% (graph) / 65% (XLA), R50 55% / 86%; whole
-predict 37% and 41%. mmdetection's light R18 time varied from 1.02 to 1.31 s
-across runs on this machine: compare within one run.
+PyTorch 2.13; medians of 5, nothing else running; the README has the tables):
+GEMM 170 GFLOP/s (numpy) and 192 (TF). Matrix NMS ours / mmdetection at 500
+candidates: 170 / 341 ms (0.50x). End to end, s (ratio to mmdetection): light
+R18 at 448x597: mmdetection 0.97, Keras 1.21 (1.25x), XLA 1.09 (1.12x), TFLite
+fp32 1.63 (1.69x), dyn int8 0.90 (0.93x), int8 1.40 (1.44x), ONNX Runtime 1.48
+(1.53x), Keras bfloat16 0.74 (0.77x); R50 at 800x1067: mmdetection 6.36, Keras
+4.70 (0.74x), XLA 4.00 (0.63x), TFLite fp32 5.83 (0.92x), dyn int8 3.51
+(0.55x), int8 3.63 (0.57x), ONNX Runtime 4.74 (0.74x), bfloat16 2.76 (0.43x).
+Network share of the GEMM peak: light R18 75% (graph and XLA), R50 62% / 75%;
+whole predict 40% and 50%. Training step: 2.79 s against 3.41 s (0.82x),
+bfloat16 1.74 s (0.51x). mmdetection's light R18 time varied from 0.97 to
+1.31 s across runs on this machine: compare within one run.
 """
 
 import argparse
@@ -96,6 +102,7 @@ TFLITE_COLUMNS = {
     "tflite int8": "int8",
 }
 ONNX_COLUMN = "ONNX Runtime fp32"
+BF16_COLUMN = "keras bfloat16"
 PRESETS = {"light_r18": "light_r18_coco", "r50": "r50_coco"}
 NMS_COUNTS = (100, 250, 500, 1000, 2000)
 NMS_SIZE = (200, 272)
@@ -131,7 +138,7 @@ MMDET_CHILD = textwrap.dedent(
                                     sigma=2.0)
             result[str(n)] = median_seconds(run, runs)
     elif part == "train":
-        import resource
+        from common import peak_rss_mib
         from mmdet.apis import init_detector
         from mmdet.structures import DetDataSample
         from mmdet.structures.mask import BitmapMasks
@@ -166,8 +173,7 @@ MMDET_CHILD = textwrap.dedent(
             return {k: float(v.detach()) for k, v in losses.items()}
         result["first losses"] = step()
         result["seconds"] = median_seconds(step, runs)
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result["peak rss MiB"] = kib / 1024
+        result["peak rss MiB"] = peak_rss_mib()
     elif part == "scaling":
         from mmdet.apis import inference_detector, init_detector
         variant, image = sys.argv[6], np.load(sys.argv[7])
@@ -319,13 +325,16 @@ def nms(args, missing):
     return {"ours": ours, "mmdetection": theirs}
 
 
-def converted_model(variant):
-    """Our model with the harness's mmdetection checkpoint, converted."""
+def converted_model(variant, dtype=None):
+    """Our model with the harness's mmdetection checkpoint, converted
+    (`dtype="mixed_bfloat16"`: bfloat16 compute, float32 variables)."""
     import keras_solov2
     from keras_solov2.convert import load_mmdet_state_dict
     from keras_solov2.convert.torch_checkpoint import load_state_dict
 
-    model = keras_solov2.SOLOv2.from_preset(PRESETS[variant], load_weights=False)
+    model = keras_solov2.SOLOv2.from_preset(
+        PRESETS[variant], load_weights=False, dtype=dtype
+    )
     state, _, refused = load_state_dict(os.path.join(MMREF_OUT, variant, "ckpt.pth"))
     if refused:
         raise SystemExit(f"the harness checkpoint has refused entries: {refused}")
@@ -402,15 +411,15 @@ def efficiency(args, peak):
 # is its own: the converted checkpoint, SGD (momentum 0.9), train_on_batch.
 OURS_TRAIN_CHILD = textwrap.dedent(
     """
-    import json, os, resource, sys
+    import json, os, sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np, tensorflow as tf
     import keras
     from vs_mmdet import converted_model
-    from common import median_seconds
-    variant, path, runs, threads, jit, out = sys.argv[1:7]
+    from common import median_seconds, peak_rss_mib
+    variant, path, runs, threads, jit, out, dtype = sys.argv[1:8]
     tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-    model = converted_model(variant)
+    model = converted_model(variant, None if dtype == "float32" else dtype)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   jit_compile=jit == "1")
     data = np.load(path)
@@ -418,9 +427,8 @@ OURS_TRAIN_CHILD = textwrap.dedent(
     y = {k: data[k] for k in ("masks", "labels", "boxes")}
     first = model.train_on_batch(x, y, return_dict=True)
     seconds = median_seconds(lambda: model.train_on_batch(x, y), int(runs))
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(out, "w") as f:
-        json.dump({"seconds": seconds, "peak rss MiB": kib / 1024,
+        json.dump({"seconds": seconds, "peak rss MiB": peak_rss_mib(),
                    "first losses": {k: float(v) for k, v in first.items()}}, f)
     """
 )
@@ -455,11 +463,16 @@ def train(args, missing):
     if missing is None:
         rows["mmdetection"] = run_mmdet("train", args, "light_r18", path, MMREF_OUT)
     theirs = rows.get("mmdetection", {}).get("seconds")
-    for name, jit in (("keras", "0"), ("keras XLA", "1")):
+    modes = [("keras", "0", "float32"), ("keras XLA", "1", "float32")]
+    if bfloat16_missing() is None:
+        modes.append((BF16_COLUMN, "0", "mixed_bfloat16"))
+    else:
+        print(f"{BF16_COLUMN} row skipped: {bfloat16_missing()}")
+    for name, jit, dtype in modes:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = f.name
         command = [sys.executable, "-c", OURS_TRAIN_CHILD, "light_r18", path]
-        command += [str(args.runs), str(args.threads), jit, out]
+        command += [str(args.runs), str(args.threads), jit, out, dtype]
         env = dict(os.environ, PYTHONPATH=HERE)
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
@@ -530,8 +543,22 @@ def print_e2e_header(args, missing, onnx_missing):
     print(
         f"| model | resized | mmdetection{note} | keras | ratio | keras XLA | ratio "
         "| tflite fp32 | ratio | tflite dyn int8 | ratio | tflite int8 | ratio "
-        f"| {ONNX_COLUMN}{onnx_note} | ratio |\n" + "|---" * 15 + "|"
+        f"| {ONNX_COLUMN}{onnx_note} | ratio | {BF16_COLUMN} | ratio "
+        "| bf16 agreement |\n" + "|---" * 18 + "|"
     )
+
+
+def bfloat16_missing():
+    """Why the bfloat16 column would say nothing here, or `None`.
+
+    Without AVX-512 BF16 or AMX, oneDNN emulates bfloat16 and it is slower
+    than float32: not a choice anyone would make on such a CPU.
+    """
+    with open("/proc/cpuinfo") as f:
+        flags = next((line for line in f if line.startswith("flags")), "").split()
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return None
+    return "skipped: this CPU has neither AVX-512 BF16 nor AMX (bfloat16 is emulated)"
 
 
 def onnx_runtime_missing():
@@ -580,12 +607,39 @@ def print_e2e_row(variant, row):
         "x".join(map(str, row["size"])),
         "" if theirs is None else f"{theirs:.2f}",
     ]
-    for key in ("keras", "keras XLA", *TFLITE_COLUMNS, ONNX_COLUMN):
+    for key in ("keras", "keras XLA", *TFLITE_COLUMNS, ONNX_COLUMN, BF16_COLUMN):
         if key in row:
             cells += [f"{row[key]:.2f}", ratio(row[key], theirs)]
         else:
             cells += ["", ""]
+    agreement = row.get("bf16 agreement")
+    cells.append(
+        ""
+        if agreement is None
+        else f"IoU {agreement['median_iou']:.3f}, {agreement['matched']} of "
+        f"{agreement['reference']} matched, scores {agreement['median_score_diff']:.4f}"
+    )
     print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def bfloat16_agreement(reference, candidate):
+    """The bfloat16 model's detections against float32's on the same image:
+    the median mask IoU of same-label matches, how many of float32's
+    detections have one at IoU >= 0.5, and the median score difference."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from detection_match import match_detections
+
+    match = match_detections(reference, candidate)
+    ious = np.asarray(match["ious"])
+    return {
+        "median_iou": float(np.median(ious)) if ious.size else 1.0,
+        "matched": int((ious >= 0.5).sum()),
+        "reference": int(ious.size),
+        "detections": int(np.asarray(candidate["num_detections"]).reshape(-1)[0]),
+        "median_score_diff": float(np.median(match["score_diffs"]))
+        if ious.size
+        else 0.0,
+    }
 
 
 def e2e(args, missing):
@@ -600,6 +654,8 @@ def e2e(args, missing):
     onnx_missing = onnx_runtime_missing()
     if onnx_missing:
         print(f"{ONNX_COLUMN} column {onnx_missing}")
+    if bfloat16_missing():
+        print(f"{BF16_COLUMN} column {bfloat16_missing()}")
     print_e2e_header(args, missing, onnx_missing)  # a row per model when measured
     for variant in args.variants:
         row = {}
@@ -610,8 +666,18 @@ def e2e(args, missing):
                 lambda m=model: m.predict(rgb[None], verbose=0), args.runs
             )
             row["keras XLA" if jit else "keras"] = seconds
-        detections = int(model.predict(rgb[None], verbose=0)["num_detections"][0])
+        reference = model.predict(rgb[None], verbose=0)
+        detections = int(reference["num_detections"][0])
         model.compile(jit_compile=False)  # the export traces without XLA
+        if bfloat16_missing() is None:
+            half = converted_model(variant, "mixed_bfloat16")
+            row[BF16_COLUMN] = median_seconds(
+                lambda m=half: m.predict(rgb[None], verbose=0), args.runs
+            )
+            row["bf16 agreement"] = bfloat16_agreement(
+                reference, half.predict(rgb[None], verbose=0)
+            )
+            del half
         resized = model.image_converter.resized_size(*rgb.shape[:2])
         padded = tuple(-(-v // 32) * 32 for v in resized)
         for name, quantization in TFLITE_COLUMNS.items():
@@ -750,7 +816,14 @@ def plot(results, output):
             ax.set_title("Latency against input size")
         else:
             data = results["e2e"]
-            names = ["mmdetection", "keras", "keras XLA", *TFLITE_COLUMNS, ONNX_COLUMN]
+            names = [
+                "mmdetection",
+                "keras",
+                "keras XLA",
+                *TFLITE_COLUMNS,
+                ONNX_COLUMN,
+                BF16_COLUMN,
+            ]
             width = 0.8 / len(names)
             for i, name in enumerate(names):
                 values = [row.get(name, 0) or 0 for row in data.values()]
