@@ -645,7 +645,9 @@ class CocoDataset:
                 orientation. Far less padding (1.7x fewer canvas pixels at
                 the default scales), at the price of batch height and width
                 that are not static: Keras traces the training step with
-                `None` there, XLA and JAX compile once per canvas.
+                `None` there, XLA and JAX compile once per canvas. With
+                `input_context`, each input pipeline groups its own share,
+                so replicas may train different canvases in one step.
                 Defaults to `False` (one static canvas).
 
         Returns:
