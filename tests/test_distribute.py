@@ -411,3 +411,79 @@ def test_multi_worker_fit_gives_one_devices_update(tmp_path):
             )
         print(name, "max weight diff", _max_diff(weights, w_fit))
         assert _max_diff(weights, w_fit) < 1e-5, name
+
+
+# Aspect-ratio grouped batches (no static height and width; a portrait batch
+# among landscape ones) split over two replicas against one device: the same
+# global batches, the same updates. The COCO fixture plus a portrait photo;
+# `training=False` so that both runs read the same batches.
+GROUPED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    from conftest import tiny_model
+    from test_coco_data import _with_portrait
+    from keras_solov2.data import CocoDataset
+    folder = Path(sys.argv[1])
+    path, _, _ = _with_portrait(folder)
+    data = CocoDataset(path, str(folder))
+    # Batches of 4 (2 per replica): 6 images, one portrait, so the first
+    # portrait batch closes in the fourth pass.
+    dataset = data.as_tf_dataset(batch_size=4, scales=[(256, 192)], max_instances=20,
+                                 training=False, repeat=True,
+                                 aspect_ratio_grouping=True)
+    steps = 7
+    shapes = [tuple(i.shape[1:3]) for i, _ in dataset.take(steps)]
+    # base_channels=16: see tests/test_aspect_ratio_grouping.py.
+    kwargs = dict(num_classes=data.num_classes, base_channels=16, norm_eval=True)
+    keras.utils.set_random_seed(0)
+    initial = tiny_model(**kwargs).get_weights()
+
+    def run(strategy):
+        with strategy.scope():
+            model = tiny_model(**kwargs)
+            model.set_weights(initial)
+            model.compile(optimizer=keras.optimizers.SGD(0.01))
+        losses = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda b, logs: losses.append(float(logs["loss"])))
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0,
+                  callbacks=[record])
+        return losses, model.get_weights()
+
+    one, w_one = run(tf.distribute.get_strategy())
+    two, w_two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    def max_diff(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+    print("RESULT", json.dumps({
+        "shapes": shapes, "loss": [one, two],
+        "max_weight_diff": max_diff(w_one, w_two),
+        "max_weight_change": max_diff(initial, w_one),
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_replicas_on_grouped_canvases_give_one_devices_update(tmp_path):
+    result = _run(GROUPED_SCRIPT, str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
+    data = json.loads(line[len("RESULT ") :])
+    assert [192, 256] in data["shapes"] and [256, 192] in data["shapes"], data
+    one, two = data["loss"]
+    assert len(one) == len(two) == len(data["shapes"])
+    assert all(
+        math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+        for a, b in zip(one, two, strict=True)
+    ), data
+    assert data["max_weight_change"] > 1e-4, "the steps must move the weights"
+    assert data["max_weight_diff"] < 1e-5, data

@@ -79,3 +79,46 @@ SIZES_SCRIPT = textwrap.dedent(
 @pytest.mark.jax
 def test_jax_predict_compiles_the_network_once_per_canvas():
     assert "SIZES-OK" in run_on_jax(SIZES_SCRIPT, timeout=900)
+
+
+GROUPED_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    import keras, numpy as np
+    assert keras.backend.backend() == "jax"
+    from conftest import tiny_model
+    from test_coco_data import _with_portrait
+    from keras_solov2.data import CocoDataset
+    folder = Path(sys.argv[1])
+    path, _, _ = _with_portrait(folder)
+    data = CocoDataset(path, str(folder))
+    ds = data.as_tf_dataset(batch_size=1, scales=[(256, 192)], max_instances=20,
+                            training=False, aspect_ratio_grouping=True)
+    batches = [(i.numpy(), {k: v.numpy() for k, v in t.items()}) for i, t in ds]
+    shapes = {images.shape[1:3] for images, _ in batches}
+    assert shapes == {(192, 256), (256, 192)}, shapes
+    keras.utils.set_random_seed(0)
+    kwargs = dict(num_classes=data.num_classes, base_channels=16)
+    fitted, stepped = tiny_model(**kwargs), tiny_model(**kwargs)
+    initial = fitted.get_weights()
+    stepped.set_weights(initial)
+    for model in (fitted, stepped):
+        model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
+    fitted.fit(ds, epochs=1, verbose=0)  # tf.data batches with None sides
+    for images, targets in batches:  # the same batches, one by one
+        stepped.train_on_batch(images, targets)
+    moved = 0.0
+    for a, b, w in zip(fitted.get_weights(), stepped.get_weights(), initial):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        moved = max(moved, float(np.abs(a - w).max()))
+    assert moved > 1e-4, moved
+    print("GROUPED-OK", moved)
+    """
+)
+
+
+@pytest.mark.jax
+def test_jax_fit_on_aspect_ratio_grouped_batches(tmp_path):
+    assert "GROUPED-OK" in run_on_jax(GROUPED_SCRIPT, str(tmp_path), timeout=900)
