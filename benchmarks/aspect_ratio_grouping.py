@@ -21,15 +21,13 @@ image and the peak RSS.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import COCO_MINI, cpu_name, peak_rss_mib  # noqa: E402
+from common import COCO_MINI, cpu_name, peak_rss_mib, run_children  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "coco_mini")
 
@@ -130,16 +128,10 @@ def main():
         f"{args.variant}, batch {args.batch_size}, {args.steps} training "
         "steps, medians without each canvas's first step\n"
     )
-    results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for mode in ("square", "grouped"):
-            out = os.path.join(folder, f"{mode}.json")
-            command = [sys.executable, __file__, "--child", mode, "--out", out]
-            for name in ("variant", "batch_size", "steps"):
-                command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-            subprocess.run(command, check=True)
-            with open(out) as f:
-                results[mode] = json.load(f)
+    options = []
+    for name in ("variant", "batch_size", "steps"):
+        options += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    results = run_children(__file__, ("square", "grouped"), options)
     print(
         "| canvas | s per step (steps) | images/s | canvas px per image "
         "| peak RSS MiB |"

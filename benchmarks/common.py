@@ -64,3 +64,25 @@ def peak_rss_mib():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_children(script, modes, options):
+    """Runs `script --child MODE --out FILE [options]` once per mode, each in
+    a fresh process (its own peak memory), and returns `{mode: its json}`.
+
+    `options` is a list of command-line arguments passed to every child.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for mode in modes:
+            out = os.path.join(folder, f"{mode}.json")
+            command = [sys.executable, script, "--child", mode, "--out", out]
+            subprocess.run(command + [str(o) for o in options], check=True)
+            with open(out) as f:
+                results[mode] = json.load(f)
+    return results

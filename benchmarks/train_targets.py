@@ -16,15 +16,13 @@ step time after the first step, the peak RSS, and the first step's losses
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import COCO_MINI, cpu_name, peak_rss_mib  # noqa: E402
+from common import COCO_MINI, cpu_name, peak_rss_mib, run_children  # noqa: E402
 
 FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "coco_mini")
 
@@ -105,17 +103,10 @@ def main():
         f"{args.canvas[1]}, max_instances {args.max_instances}, "
         f"median of steps 2..{args.steps}\n"
     )
-    results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for form in ("full", "compact"):
-            out = os.path.join(folder, f"{form}.json")
-            command = [sys.executable, __file__, "--child", form, "--out", out]
-            for name in ("variant", "batch_size", "max_instances", "steps"):
-                command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-            command += ["--canvas", *map(str, args.canvas)]
-            subprocess.run(command, check=True)
-            with open(out) as f:
-                results[form] = json.load(f)
+    options = ["--canvas", *args.canvas]
+    for name in ("variant", "batch_size", "max_instances", "steps"):
+        options += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    results = run_children(__file__, ("full", "compact"), options)
     print("| targets | MiB per batch | s per step | peak RSS MiB | first mask loss |")
     print("|---|---|---|---|---|")
     for form, row in results.items():

@@ -92,6 +92,7 @@ from common import (  # noqa: E402
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))  # detection_match
 HARNESS = os.path.join(HERE, "..", "..", "shared", "reference", "mmdet")
 MMREF_ROOT = os.environ.get("MMREF_ROOT", "/tmp/mmref")
 MMREF_PYTHON = os.path.join(MMREF_ROOT, "venv", "bin", "python")
@@ -626,7 +627,6 @@ def bfloat16_agreement(reference, candidate):
     """The bfloat16 model's detections against float32's on the same image:
     the median mask IoU of same-label matches, how many of float32's
     detections have one at IoU >= 0.5, and the median score difference."""
-    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     from detection_match import match_detections
 
     match = match_detections(reference, candidate)

@@ -171,11 +171,11 @@ def transform_image(image, size, flip, canvas, offset=None, window=None):
     image = image_geometry.pad_with_mean(
         image, (canvas_h, canvas_w), TensorFlowOps, image_size=(window[0], window[1])
     )
-    image.set_shape([*static_canvas(canvas), 3])
+    image.set_shape([*_static_canvas(canvas), 3])
     return image
 
 
-def static_canvas(canvas):
+def _static_canvas(canvas):
     """`(H, W)` as python ints, or `(None, None)` for a canvas tensor."""
     if isinstance(canvas, tf.Tensor):
         return (None, None)
@@ -295,7 +295,7 @@ def finish_instances(
     )
     boxes = tf.cast(tf.stack([x1, y1, x2, y2], axis=1), tf.float32)
     canvas_h, canvas_w = _canvas_sides(canvas)
-    static_h, static_w = static_canvas(canvas)
+    static_h, static_w = _static_canvas(canvas)
     labels = tf.pad(labels, [[0, m - n]], constant_values=-1)
     labels.set_shape([m])
     boxes = tf.pad(boxes, [[0, m - n], [0, 0]])
