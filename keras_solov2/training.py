@@ -74,8 +74,8 @@ def train(
             `"3x"`); the step decays fall at the same fractions of the run.
         batch_size: int. Defaults to `8`.
         image_size: `(H, W)`: train at the one keep-ratio scale
-            `(max(H, W), min(H, W))`. Defaults to the official multi-scale
-            training at the model's test scale (`training_scales`).
+            `(max(H, W), min(H, W))`. Defaults to the model's `train_scales`,
+            the preset's official multi-scale training (`training_scales`).
         learning_rate: float. Defaults to the recipe, `0.01 * batch_size / 16`.
         schedule: `"1x"` or `"3x"`. Defaults to `"1x"`.
         warmup_steps: int. Defaults to `500` (capped at a third of the run).
@@ -203,22 +203,34 @@ class _ShardClasses:
 
 
 def training_scales(model, image_size=None):
-    """Keep-ratio `(long, short)` training scales.
+    """Keep-ratio `(long, short)` training scales, one drawn per image.
 
-    Without `image_size`: the model's test scale and shorter sides down to
-    80% of it in steps of 32, the official multi-scale augmentation (for
-    (1333, 800): 800, 768, ..., 640). With `image_size=(H, W)`: the one
-    scale `(max(H, W), min(H, W))`. Images are resized to fit a scale in
-    either orientation, landscape images on the canvas
-    `image_geometry.landscape_canvas_for_scales` and portrait ones on its
-    transpose (`aspect_ratio_grouping=True`).
+    - With `image_size=(H, W)`: the one scale `(max(H, W), min(H, W))`.
+    - Otherwise the model's `train_scales`, which the presets hold: the
+      official multi-scale training of their recipe (the full models: 1333 x
+      800 down to 640; the light models: 768 x 512 down to 352, in steps of
+      32; `r50_1x_coco`: 1333 x 800 alone). They are saved with the model,
+      so a preset directory or a `.keras` file written by `train` keeps them.
+    - A model without `train_scales` (one built with `SOLOv2(backbone, ...)`,
+      or saved by an older version): its test scale and shorter sides down
+      to 80% of it in steps of 32. That is the full models' official rule
+      (for (1333, 800): 800, 768, ..., 640), not the light models' (which
+      train above their test scale).
+
+    Images are resized to fit a scale in either orientation, landscape
+    images on the canvas `image_geometry.landscape_canvas_for_scales` (512 x
+    768 for the light models' scales, 800 x 1344 for the full ones) and
+    portrait ones on its transpose (`aspect_ratio_grouping=True`).
     """
     if image_size is not None:
         height, width = (int(v) for v in image_size)
         return [(max(height, width), min(height, width))]
+    if model.train_scales is not None:
+        return [tuple(scale) for scale in model.train_scales]
     if model.test_scale is None:
         raise ValueError(
-            "The model has no test_scale to train at: pass --image-size H W."
+            "The model has neither train_scales nor a test_scale to train at: "
+            "pass --image-size H W."
         )
     long_side, short = max(model.test_scale), min(model.test_scale)
     shorts = range(short, int(0.8 * short) - 1, -32)

@@ -45,7 +45,6 @@ def tiny_arch(monkeypatch):
         {
             "backbone": backbone,
             "task": {"scale_ranges": model.scale_ranges, "test_scale": None},
-            "train_scales": (),
         },
     )
     return model

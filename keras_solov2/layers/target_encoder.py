@@ -60,10 +60,16 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
     Static shapes: pairs are compacted to `max_positives` per image. Pairs
     beyond the cap are dropped and counted in `positives_overflow`.
 
-    `scale_ranges`, `sigma` and `max_positives` are settings
+    `scale_ranges`, `sigma`, `max_positives` and `train_scales` are settings
     (`SOLOv2TargetEncoder.SETTINGS`): validated whenever they are set and read
     at call time, so changing them on a built `keras_solov2.SOLOv2` takes
     effect at the next training step.
+
+    `train_scales` is not read here: it is the training resize that
+    `scale_ranges` were chosen for (object sizes are measured on the resized
+    images), kept beside them so that a model saved to a preset or a
+    `.keras` file knows the scales it trains at. `keras_solov2.training`
+    (`keras-solov2 train`) reads it as `model.train_scales`.
 
     Args:
         num_grids: tuple of ints. Grid size S per level.
@@ -72,6 +78,11 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         mask_stride: int. Stride of the mask features. Defaults to `4`.
         max_positives: int. Cap on (instance, cell) pairs per image.
             Defaults to `500`.
+        train_scales: `None` or a sequence of keep-ratio `(long, short)`
+            training scales, one drawn per image (the presets hold the
+            official ones, e.g. `(768, 512), (768, 480), ..., (768, 352)` for
+            the light models). `None` leaves the choice to the trainer
+            (`keras_solov2.training.training_scales`). Defaults to `None`.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -110,6 +121,7 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         sigma=0.2,
         mask_stride=4,
         max_positives=500,
+        train_scales=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -118,12 +130,13 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         self.sigma = sigma
         self.mask_stride = int(mask_stride)
         self.max_positives = max_positives
+        self.train_scales = train_scales
         offsets = np.cumsum([0] + [s * s for s in self.num_grids])
         self._level_offsets = [int(o) for o in offsets[:-1]]
         self.num_cells = int(offsets[-1])
         self.built = True  # no weights
 
-    SETTINGS = ("scale_ranges", "sigma", "max_positives")
+    SETTINGS = ("scale_ranges", "sigma", "max_positives", "train_scales")
 
     def validate_setting(self, name, value):
         if name == "scale_ranges":
@@ -144,6 +157,8 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
             if not 0.0 < float(value) <= 1.0:
                 raise ValueError(f"`sigma` must be in (0, 1], got {value!r}.")
             return float(value)
+        if name == "train_scales":
+            return _scale_pairs(value)
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"`max_positives` must be an int >= 1, got {value!r}.")
         return int(value)
@@ -286,6 +301,28 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
                 "sigma": self.sigma,
                 "mask_stride": self.mask_stride,
                 "max_positives": self.max_positives,
+                "train_scales": self.train_scales,
             }
         )
         return config
+
+
+def _scale_pairs(value):
+    """`None`, or `value` as a tuple of `(long, short)` int pairs."""
+    if value is None:
+        return None
+    try:
+        pairs = tuple(tuple(v for v in pair) for pair in value)
+        valid = len(pairs) > 0 and all(
+            len(p) == 2
+            and all(not isinstance(v, bool) and int(v) == v and v >= 1 for v in p)
+            for p in pairs
+        )
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "`train_scales` must be None or a non-empty sequence of (long, short) "
+            f"pairs of positive ints, got {value!r}."
+        )
+    return tuple((int(max(p)), int(min(p))) for p in pairs)

@@ -64,6 +64,10 @@ def from_preset(cls, preset, load_weights=True, num_classes=None, **overrides):
         return with_overrides(model, num_classes, overrides)
     if preset in solov2_presets.PRESETS:
         spec = solov2_presets.PRESETS[preset]
+        # The checkpoint's own recipe (a cached conversion may predate it, or
+        # hold its architecture's scales).
+        if spec.get("train_scales") is not None:
+            overrides = {"train_scales": spec["train_scales"], **overrides}
         if load_weights:
             model = preset_utils.load_preset_dir(checkpoint_preset_dir(preset))
             _fill_dataset_metadata(model, spec)

@@ -33,8 +33,13 @@ COCO_CATEGORY_IDS = (
 
 FULL_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
 LIGHT_SCALE_RANGES = ((1, 56), (28, 112), (56, 224), (112, 448), (224, 896))
+# Keep-ratio `(long, short)` training scales, one drawn per image: the 3x
+# multi-scale recipes (the full models: 1333 x 800 down to 640; the light
+# ones: 768 x 512 down to 352, in steps of 32) and the 1x single scale.
+# `keras_solov2.training` trains at the model's `train_scales`.
 FULL_TRAIN_SCALES = tuple((1333, s) for s in (800, 768, 736, 704, 672, 640))
 LIGHT_TRAIN_SCALES = tuple((768, s) for s in (512, 480, 448, 416, 384, 352))
+SINGLE_TRAIN_SCALE = ((1333, 800),)
 
 
 def _full(depth):
@@ -46,8 +51,11 @@ def _full(depth):
             "stacked_convs": 4,
             "kernel_channels": 256,
         },
-        "task": {"scale_ranges": FULL_SCALE_RANGES, "test_scale": (1333, 800)},
-        "train_scales": FULL_TRAIN_SCALES,
+        "task": {
+            "scale_ranges": FULL_SCALE_RANGES,
+            "test_scale": (1333, 800),
+            "train_scales": FULL_TRAIN_SCALES,
+        },
     }
 
 
@@ -60,8 +68,11 @@ def _light(depth):
             "stacked_convs": 2,
             "kernel_channels": 128,
         },
-        "task": {"scale_ranges": LIGHT_SCALE_RANGES, "test_scale": (768, 448)},
-        "train_scales": LIGHT_TRAIN_SCALES,
+        "task": {
+            "scale_ranges": LIGHT_SCALE_RANGES,
+            "test_scale": (768, 448),
+            "train_scales": LIGHT_TRAIN_SCALES,
+        },
     }
 
 
@@ -84,6 +95,7 @@ PRESETS = {
         + "solov2_r50_fpn_1x_coco/solov2_r50_fpn_1x_coco_20220512_125858-a357fa23.pth",
         "sha256_prefix": "a357fa23",
         "coco_mask_ap": 34.8,
+        "train_scales": SINGLE_TRAIN_SCALE,
     },
     "r50_coco": {
         "architecture": "r50",
@@ -130,4 +142,6 @@ for _name, _preset in PRESETS.items():
     _preset["num_classes"] = 80
     _preset["class_names"] = COCO_CLASS_NAMES
     _preset["category_ids"] = COCO_CATEGORY_IDS
-    _preset["test_scale"] = ARCHITECTURES[_preset["architecture"]]["task"]["test_scale"]
+    _task = ARCHITECTURES[_preset["architecture"]]["task"]
+    _preset["test_scale"] = _task["test_scale"]
+    _preset.setdefault("train_scales", _task["train_scales"])
