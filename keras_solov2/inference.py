@@ -11,8 +11,7 @@ from pycocotools import mask as mask_util
 
 from keras_solov2.evaluation import coco_evaluation, load_image
 from keras_solov2.evaluation.visualization import draw_instances
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from keras_solov2.utils.image_files import IMAGE_EXTENSIONS
 
 
 def image_paths(paths):

@@ -263,12 +263,18 @@ class TorchSGD(keras.optimizers.Optimizer):
         return config
 
 
+# Epochs and step-decay epochs of each schedule (the original SOLO steps).
 SCHEDULES = {"1x": (12, (9, 11)), "3x": (36, (27, 33))}
+# The one default schedule: of `solov2_optimizer`, `keras_solov2.training.train`
+# and `keras-solov2 train`. "1x" (12 epochs) is the shortest official
+# schedule, and `train` fine-tunes COCO weights by default; "3x" (36 epochs)
+# is the recipe that trained the released 3x checkpoints from ImageNet.
+DEFAULT_SCHEDULE = "1x"
 
 
 def solov2_optimizer(
     steps_per_epoch=None,
-    schedule="3x",
+    schedule=DEFAULT_SCHEDULE,
     batch_size=16,
     base_learning_rate=0.01,
     warmup_steps=500,
@@ -292,7 +298,10 @@ def solov2_optimizer(
         steps_per_epoch: int or `None`. Optimizer steps per epoch. `None`
             gives the warm-up and then a constant rate (no step decay): the
             default optimizer of `SOLOv2.compile()`.
-        schedule: str. `"1x"` or `"3x"`. Defaults to `"3x"`.
+        schedule: str. `"1x"` or `"3x"`. Defaults to `"1x"`
+            (`keras_solov2.optimizers.DEFAULT_SCHEDULE`, the default of
+            `keras-solov2 train` too). The presets were trained with `"3x"`
+            (`r50_1x_coco` with `"1x"`).
         batch_size: int. Global batch size. Defaults to `16`.
         base_learning_rate: float. Rate at batch 16. Defaults to `0.01`.
         warmup_steps: int. Defaults to `500`.

@@ -28,7 +28,7 @@ from keras_solov2.evaluation.coco_evaluator import check_coco_paths, load_image
 from keras_solov2.evaluation.visualization import save_prediction_grid
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
-from keras_solov2.optimizers import solov2_optimizer
+from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer
 from keras_solov2.utils import image_geometry
 
 DEFAULT_MODEL = "light_r18_coco"
@@ -46,7 +46,7 @@ def train(
     batch_size=8,
     image_size=None,
     learning_rate=None,
-    schedule="1x",
+    schedule=DEFAULT_SCHEDULE,
     warmup_steps=500,
     max_instances=100,
     resume=False,
@@ -77,7 +77,8 @@ def train(
             `(max(H, W), min(H, W))`. Defaults to the model's `train_scales`,
             the preset's official multi-scale training (`training_scales`).
         learning_rate: float. Defaults to the recipe, `0.01 * batch_size / 16`.
-        schedule: `"1x"` or `"3x"`. Defaults to `"1x"`.
+        schedule: `"1x"` or `"3x"`. Defaults to `"1x"`
+            (`keras_solov2.optimizers.DEFAULT_SCHEDULE`).
         warmup_steps: int. Defaults to `500` (capped at a third of the run).
         max_instances: int. Instances per image (more are counted).
         resume: bool. Continue the interrupted run in `output` from its

@@ -197,7 +197,7 @@ def sample_masks(masks, original_hw, geometry):
     return tf.gather(tf.gather(masks, rows, axis=1), cols, axis=2)
 
 
-MASK_STRIDE = 4  # SOLOv2's mask features: stride 4 of the padded canvas.
+MASK_STRIDE = image_geometry.MASK_STRIDE  # the mask features' stride
 MASK_TARGETS = ("compact", "full")
 
 

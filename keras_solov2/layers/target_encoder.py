@@ -3,6 +3,7 @@ import numpy as np
 from keras import ops
 
 from keras_solov2.layers.live_settings import LiveSettings
+from keras_solov2.utils import image_geometry
 
 
 def centers_of_mass(masks):
@@ -75,7 +76,9 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         num_grids: tuple of ints. Grid size S per level.
         scale_ranges: tuple of `(lower, upper)` pairs, one per level.
         sigma: float. Centre-region scale. Defaults to `0.2`.
-        mask_stride: int. Stride of the mask features. Defaults to `4`.
+        mask_stride: int. Stride of the mask features, the backbone's
+            `mask_stride`. Defaults to `4`
+            (`keras_solov2.utils.image_geometry.MASK_STRIDE`).
         max_positives: int. Cap on (instance, cell) pairs per image.
             Defaults to `500`.
         train_scales: `None` or a sequence of keep-ratio `(long, short)`
@@ -119,7 +122,7 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         num_grids,
         scale_ranges,
         sigma=0.2,
-        mask_stride=4,
+        mask_stride=image_geometry.MASK_STRIDE,
         max_positives=500,
         train_scales=None,
         **kwargs,

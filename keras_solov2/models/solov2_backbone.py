@@ -4,6 +4,7 @@ from keras_solov2.layers.feature_pyramid import FeaturePyramid
 from keras_solov2.layers.kernel_category_head import KernelCategoryHead
 from keras_solov2.layers.mask_feature_head import MaskFeatureHead
 from keras_solov2.models.resnet import resnet_features
+from keras_solov2.utils import image_geometry
 
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
@@ -22,6 +23,8 @@ class SOLOv2Backbone(keras.Model):
     resize, explicit zero padding instead of asymmetric "same".
 
     Input height and width must be multiples of 32 (the preprocessor pads).
+    `mask_stride` (4) is the stride of `"mask_features"`: the task's target
+    encoder and decoder work at `1 / mask_stride` of the input.
 
     Args:
         depth: int. ResNet depth, 18, 34, 50 or 101. Defaults to `50`.
@@ -127,6 +130,11 @@ class SOLOv2Backbone(keras.Model):
         self.mask_feature_channels = mask_feature_channels
         self.num_groups = num_groups
         self.image_shape = tuple(image_shape)
+
+    @property
+    def mask_stride(self):
+        """Stride of `"mask_features"`: fused at P2, 1/4 of the input."""
+        return image_geometry.MASK_STRIDE
 
     def get_config(self):
         return {

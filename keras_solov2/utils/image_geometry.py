@@ -32,6 +32,10 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 # Padding multiple of the network input: the coarsest FPN stride (P5, 32).
 SIZE_DIVISOR = 32
+# Stride of the mask features (`SOLOv2Backbone.mask_stride`): they are fused
+# at P2, a quarter of the padded input. The readers' compact mask targets
+# and the target encoder use it.
+MASK_STRIDE = 4
 
 
 class _PythonMath:
