@@ -311,7 +311,7 @@ INFERENCE_CHANGES = {
 }
 TRAINING_CHANGES = {
     "scale_ranges": ((1, 8), (4, 16), (8, 32), (16, 64), (32, 128)),
-    "sigma": 0.5,
+    "center_sigma": 0.5,
     "max_positives": 3,
 }
 

@@ -8,7 +8,7 @@ from keras_solov2.layers import SOLOv2TargetEncoder
 SIZE = 64  # canvas; mask features are 16 x 16
 
 
-def encode(instances, sigma=0.2, max_positives=50, max_instances=4):
+def encode(instances, center_sigma=0.2, max_positives=50, max_instances=4):
     """instances: list of (label, (y1, y2, x1, x2)) filled rectangles."""
     masks = np.zeros((1, max_instances, SIZE, SIZE), np.uint8)
     labels = np.full((1, max_instances), -1, np.int32)
@@ -20,7 +20,7 @@ def encode(instances, sigma=0.2, max_positives=50, max_instances=4):
     encoder = SOLOv2TargetEncoder(
         num_grids=(8, 4),
         scale_ranges=((1, 48), (32, 128)),
-        sigma=sigma,
+        center_sigma=center_sigma,
         max_positives=max_positives,
     )
     out = encoder(masks, labels, boxes, mask_size=(SIZE // 4, SIZE // 4))
@@ -64,9 +64,9 @@ def test_instance_at_the_border():
 
 
 def test_centre_region_is_clamped_to_one_cell_around_the_centre():
-    # sigma=1 makes the centre region the whole 48 px box (rows 0..5 of S=8),
-    # but at most one cell around the centre cell (2) is kept: rows 1..3.
-    out, _ = encode([(0, (0, 48, 0, 48))], sigma=1.0)
+    # center_sigma=1 makes the centre region the whole 48 px box (rows 0..5 of
+    # S=8), but at most one cell around the centre cell (2) is kept: rows 1..3.
+    out, _ = encode([(0, (0, 48, 0, 48))], center_sigma=1.0)
     level0 = sorted(i * 8 + j for i in (1, 2, 3) for j in (1, 2, 3))
     got = sorted(c for m, c in pairs(out) if c < 64)
     assert got == level0
@@ -129,3 +129,27 @@ def test_empty_mask_and_padding_are_ignored():
 def test_mismatched_levels_raise():
     with pytest.raises(ValueError, match=r"one \(lower, upper\) pair per level"):
         SOLOv2TargetEncoder(num_grids=(8, 4), scale_ranges=((1, 48),))
+
+
+def test_center_sigma_is_not_the_nms_sigma_and_old_names_still_load():
+    from conftest import tiny_model
+
+    import keras_solov2
+
+    model = tiny_model(center_sigma=0.5, nms_sigma=3.0)
+    assert model.target_encoder.center_sigma == 0.5 and model.center_sigma == 0.5
+    assert model.decoder.nms_sigma == 3.0
+    # A config saved before the rename holds `sigma`: it loads as center_sigma.
+    config = model.get_config()
+    encoder = config["target_encoder"]["config"]
+    encoder["sigma"] = encoder.pop("center_sigma")
+    old = keras_solov2.SOLOv2.from_config(config)
+    assert old.center_sigma == 0.5 and old.nms_sigma == 3.0
+    # The old keyword of the layer warns and gives the same targets.
+    with pytest.warns(DeprecationWarning, match="center_sigma"):
+        layer = SOLOv2TargetEncoder(
+            num_grids=(8, 4), scale_ranges=((1, 48), (32, 128)), sigma=1.0
+        )
+    assert layer.center_sigma == 1.0
+    with pytest.raises(ValueError, match="`center_sigma`"):
+        layer.center_sigma = 0.0

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -49,7 +51,9 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
        an object can be positive on two levels). Instances with an empty mask
        or a negative label (padding) are ignored.
     2. Its centre is the centre of mass of its mask, in padded-canvas pixels.
-    3. The centre region is `sigma * box` (half-extents `0.5 * sigma * w/h`),
+    3. The centre region is `center_sigma * box` (half-extents
+       `0.5 * center_sigma * w/h`; the original SOLO's `sigma`, mmdet's
+       `pos_scale`; not the Matrix NMS `nms_sigma`),
        mapped to cells with truncating division, then clamped to at most one
        cell around the centre cell: at most 3x3 positive cells per level.
     4. A later instance overwrites an earlier one in the category map, but
@@ -61,7 +65,8 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
     Static shapes: pairs are compacted to `max_positives` per image. Pairs
     beyond the cap are dropped and counted in `positives_overflow`.
 
-    `scale_ranges`, `sigma`, `max_positives` and `train_scales` are settings
+    `scale_ranges`, `center_sigma`, `max_positives` and `train_scales` are
+    settings
     (`SOLOv2TargetEncoder.SETTINGS`): validated whenever they are set and read
     at call time, so changing them on a built `keras_solov2.SOLOv2` takes
     effect at the next training step.
@@ -75,7 +80,9 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
     Args:
         num_grids: tuple of ints. Grid size S per level.
         scale_ranges: tuple of `(lower, upper)` pairs, one per level.
-        sigma: float. Centre-region scale. Defaults to `0.2`.
+        center_sigma: float in (0, 1]. Centre-region scale. Defaults to
+            `0.2`. (The keyword `sigma` of earlier versions still works, with
+            a `DeprecationWarning`; saved configs with `sigma` load.)
         mask_stride: int. Stride of the mask features, the backbone's
             `mask_stride`. Defaults to `4`
             (`keras_solov2.utils.image_geometry.MASK_STRIDE`).
@@ -121,16 +128,24 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         self,
         num_grids,
         scale_ranges,
-        sigma=0.2,
+        center_sigma=0.2,
         mask_stride=image_geometry.MASK_STRIDE,
         max_positives=500,
         train_scales=None,
         **kwargs,
     ):
+        if "sigma" in kwargs:
+            warnings.warn(
+                "SOLOv2TargetEncoder's `sigma` is now `center_sigma` (the Matrix "
+                "NMS decay is the decoder's `nms_sigma`).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            center_sigma = kwargs.pop("sigma")
         super().__init__(**kwargs)
         self.num_grids = tuple(int(s) for s in num_grids)
         self.scale_ranges = scale_ranges
-        self.sigma = sigma
+        self.center_sigma = center_sigma
         self.mask_stride = int(mask_stride)
         self.max_positives = max_positives
         self.train_scales = train_scales
@@ -139,7 +154,7 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         self.num_cells = int(offsets[-1])
         self.built = True  # no weights
 
-    SETTINGS = ("scale_ranges", "sigma", "max_positives", "train_scales")
+    SETTINGS = ("scale_ranges", "center_sigma", "max_positives", "train_scales")
 
     def validate_setting(self, name, value):
         if name == "scale_ranges":
@@ -156,9 +171,9 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
                     f"levels (num_grids {self.num_grids})."
                 )
             return value
-        if name == "sigma":
+        if name == "center_sigma":
             if not 0.0 < float(value) <= 1.0:
-                raise ValueError(f"`sigma` must be in (0, 1], got {value!r}.")
+                raise ValueError(f"`center_sigma` must be in (0, 1], got {value!r}.")
             return float(value)
         if name == "train_scales":
             return _scale_pairs(value)
@@ -202,8 +217,8 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
         box_w = boxes[..., 2] - boxes[..., 0]
         box_h = boxes[..., 3] - boxes[..., 1]
         scale = ops.sqrt(box_w * box_h)
-        half_w = 0.5 * box_w * self.sigma
-        half_h = 0.5 * box_h * self.sigma
+        half_w = 0.5 * box_w * self.center_sigma
+        half_h = 0.5 * box_h * self.center_sigma
 
         covers, pair_cells, pair_valid = [], [], []
         for level, (grid, (lower, upper)) in enumerate(
@@ -301,13 +316,20 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
             {
                 "num_grids": self.num_grids,
                 "scale_ranges": self.scale_ranges,
-                "sigma": self.sigma,
+                "center_sigma": self.center_sigma,
                 "mask_stride": self.mask_stride,
                 "max_positives": self.max_positives,
                 "train_scales": self.train_scales,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "sigma" in config:  # saved before the rename
+            config["center_sigma"] = config.pop("sigma")
+        return cls(**config)
 
 
 def _scale_pairs(value):

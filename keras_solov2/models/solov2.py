@@ -70,12 +70,12 @@ class SOLOv2(keras.Model):
 
     Settings live in three serialised sublayers, each listing them in its
     `SETTINGS`: `image_converter` (`test_scale`, `size_divisor`),
-    `target_encoder` (`scale_ranges`, `sigma`, `max_positives`) and `decoder`
-    (`score_threshold`, `max_detections`, `nms_sigma`, ...). The model
-    forwards them: `model.score_threshold = 0.3` sets the decoder's, and the
-    next `predict` uses it (the model rebuilds its train, test and predict
-    functions when a setting changed). They may also be given to the
-    constructor as keyword arguments.
+    `target_encoder` (`scale_ranges`, `center_sigma`, `max_positives`,
+    `train_scales`) and `decoder` (`score_threshold`, `max_detections`,
+    `nms_sigma`, ...). The model forwards them: `model.score_threshold = 0.3`
+    sets the decoder's, and the next `predict` uses it (the model rebuilds
+    its train, test and predict functions when a setting changed). They may
+    also be given to the constructor as keyword arguments.
 
     Args:
         backbone: `keras_solov2.models.SOLOv2Backbone`.
