@@ -29,7 +29,7 @@ from keras_solov2.evaluation.visualization import save_prediction_grid
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer
-from keras_solov2.utils import image_geometry
+from keras_solov2.utils import image_geometry, run_recipe
 
 DEFAULT_MODEL = "light_r18_coco"
 
@@ -59,7 +59,9 @@ def train(
     Args:
         annotations, images: the training split (COCO instances json, folder),
             or `None` with `tfrecords`.
-        output: str. Run folder. Holds `results.csv`, `results.png`,
+        output: str. Run folder. Holds `recipe.json` (every setting of the
+            run, defaults resolved: `keras_solov2.utils.run_recipe`),
+            `results.csv`, `results.png`,
             `logs/` (TensorBoard), `best/` and `last/` (preset directories
             for `SOLOv2.from_preset`), `predictions.png` and `backup/`.
         tfrecords: optional shard prefix written by `write_tfrecords`
@@ -82,7 +84,9 @@ def train(
         warmup_steps: int. Defaults to `500` (capped at a third of the run).
         max_instances: int. Instances per image (more are counted).
         resume: bool. Continue the interrupted run in `output` from its
-            last finished epoch, with the optimizer state and schedule.
+            last finished epoch, with the optimizer state and schedule. The
+            recipe must be the run's (`recipe.json`): a different one raises
+            a `ValueError` naming the flags that differ.
         num_grid_images: int. Validation images in `predictions.png`.
         seed: int. Shuffling seed.
         verbose: Keras' `fit` verbosity. Defaults to `"auto"`.
@@ -137,6 +141,16 @@ def train(
         optimizer, steps_per_epoch * epochs, recipe_epochs * steps_per_epoch,
         learning_rate, warmup_steps,
     )  # fmt: skip
+    recipe = run_recipe.make_recipe(
+        network, optimizer, scales, canvas, model=model, annotations=annotations,
+        images=images, tfrecords=tfrecords, val_annotations=val_annotations,
+        val_images=val_images, schedule=schedule, epochs=epochs,
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+        max_instances=max_instances, seed=seed,
+    )  # fmt: skip
+    if resume:
+        run_recipe.check_resume(output, recipe)
+    run_recipe.write_recipe(output, recipe)
     network.compile(optimizer=optimizer)
     reader_args = dict(
         batch_size=batch_size,
