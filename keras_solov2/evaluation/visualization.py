@@ -37,6 +37,55 @@ def _edges(mask):
     return mask & ~interior
 
 
+def _box_sums(mask):
+    """Summed-area table of `mask`, one row and column of zeros in front."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0), axis=1)
+    return table
+
+
+def _place_caption(mask, size, placed, image_shape):
+    """Top-left corner `(x, y)` of a `size = (w, h)` caption for `mask`.
+
+    The caption goes at a point inside its mask where its box does not
+    cover a caption already placed, stays inside the image and covers as
+    much of its own mask as possible (so that it reads as this mask's),
+    preferring points near the mask's centre. When every such point
+    collides (small masks crowded by captions), the box goes where it
+    overlaps the placed captions least, inside the mask or around it.
+    """
+    height, width = image_shape
+    w, h = min(size[0], width), min(size[1], height)
+    rows, cols = np.nonzero(mask)
+    step = max(1, min(w, h) // 2)
+    # Candidate centres: the mask's pixels on a grid, and points around its
+    # bounding box (above, below, left, right) for when the inside is full.
+    keep = (rows % step == 0) & (cols % step == 0)
+    cy, cx = rows[keep], cols[keep]
+    if cy.size == 0:
+        cy, cx = rows, cols
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    middle_x, middle_y = (left + right) // 2, (top + bottom) // 2
+    ring_x = np.array([middle_x, middle_x, left - w // 2 - 1, right + w // 2 + 1])
+    ring_y = np.array([top - h // 2 - 1, bottom + h // 2 + 1, middle_y, middle_y])
+    cx = np.concatenate([cx, ring_x])
+    cy = np.concatenate([cy, ring_y])
+    x0 = np.clip(cx - w // 2, 0, width - w)
+    y0 = np.clip(cy - h // 2, 0, height - h)
+    sums = _box_sums(mask)
+    covered = sums[y0 + h, x0 + w] - sums[y0, x0 + w] - sums[y0 + h, x0] + sums[y0, x0]
+    overlap = np.zeros(len(x0), np.int64)
+    for px0, py0, px1, py1 in placed:
+        overlap += np.maximum(
+            0, np.minimum(x0 + w, px1) - np.maximum(x0, px0)
+        ) * np.maximum(0, np.minimum(y0 + h, py1) - np.maximum(y0, py0))
+    centre_y, centre_x = rows.mean(), cols.mean()
+    distance = np.hypot(x0 + w / 2 - centre_x, y0 + h / 2 - centre_y)
+    # Least overlap first, then most of the own mask, then nearest the centre.
+    best = np.lexsort((distance, -covered, overlap))[0]
+    return int(x0[best]), int(y0[best])
+
+
 def draw_instances(
     image,
     masks,
@@ -50,8 +99,10 @@ def draw_instances(
 
     Instances with a negative label (padding) or a score below
     `score_threshold` are skipped. Each drawn instance gets its own colour;
-    its outline is drawn opaque and its caption sits at the top-left corner
-    of the mask.
+    its outline is drawn opaque and its caption sits inside the mask, away
+    from the captions already drawn (instances are taken in the given
+    order, which for `predict`'s output is by score), so that neighbouring
+    masks' captions do not cover each other while there is room.
 
     Args:
         image: `(H, W, 3)` or `(H, W)` image, uint8 or float (floats in
@@ -81,7 +132,7 @@ def draw_instances(
         raise ValueError(
             f"masks are {masks.shape[1:]} but the image is {canvas.shape[:2]}."
         )
-    captions = []
+    detections = []
     for index in range(len(labels)):
         label, score = int(labels[index]), float(scores[index])
         if label < 0 or score < score_threshold or not masks[index].any():
@@ -91,22 +142,46 @@ def draw_instances(
         canvas[mask] = (1.0 - alpha) * canvas[mask] + alpha * color
         canvas[_edges(mask)] = color * 0.6
         name = class_names[label] if class_names is not None else str(label)
-        rows, cols = np.nonzero(mask)
-        captions.append(
-            (int(cols.min()), int(rows.min()), f"{name} {score:.2f}", color)
-        )
+        detections.append((mask, f"{name} {score:.2f}", color))
 
     output = Image.fromarray(np.clip(np.round(canvas), 0, 255).astype(np.uint8))
-    if captions:
-        draw = ImageDraw.Draw(output)
-        font = ImageFont.load_default()
-        for x, y, text, color in captions:
-            left, top, right, bottom = draw.textbbox((x, y), text, font=font)
-            draw.rectangle(
-                (left, top, right, bottom), fill=tuple(int(c) for c in color)
-            )
-            draw.text((x, y), text, fill=(0, 0, 0), font=font)
+    draw = ImageDraw.Draw(output)
+    font = ImageFont.load_default()
+    for _, _, box, text, color in caption_layout(
+        detections, canvas.shape[:2], draw, font
+    ):
+        x0, y0, x1, y1 = box
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=tuple(int(c) for c in color))
+        draw.text((x0 + 1, y0 + 1), text, fill=(0, 0, 0), font=font, anchor="lt")
     return np.asarray(output)
+
+
+def caption_layout(detections, image_shape, draw=None, font=None):
+    """Where `draw_instances` puts each caption, in drawing order.
+
+    Args:
+        detections: sequence of `(mask, text, color)`, a `(H, W)` boolean
+            mask each, in the order the captions are placed.
+        image_shape: `(H, W)` of the image.
+        draw: optional `PIL.ImageDraw.ImageDraw` that measures the text.
+        font: optional font. Defaults to Pillow's default font.
+
+    Returns:
+        A list of `(mask, index, box, text, color)`, with `box` the caption's
+        `(x0, y0, x1, y1)` rectangle in pixels (`x1`, `y1` exclusive).
+    """
+    if draw is None:
+        draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = font or ImageFont.load_default()
+    placed, layout = [], []
+    for index, (mask, text, color) in enumerate(detections):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font, anchor="lt")
+        size = (int(math.ceil(right - left)) + 2, int(math.ceil(bottom - top)) + 2)
+        x, y = _place_caption(mask, size, placed, image_shape)
+        box = (x, y, x + min(size[0], image_shape[1]), y + min(size[1], image_shape[0]))
+        placed.append(box)
+        layout.append((mask, index, box, text, color))
+    return layout
 
 
 def save_prediction_grid(
