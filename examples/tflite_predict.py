@@ -54,7 +54,7 @@ def paste_mask(probs, stride, resized, original, threshold):
 
 def predict(model_path, image, num_threads=2):
     """Detections of one PIL image: a list of dicts and the latency in ms."""
-    metadata_path = os.path.splitext(model_path)[0] + ".json"
+    metadata_path = model_path + ".json"
     metadata = {}
     if os.path.exists(metadata_path):
         with open(metadata_path) as f:

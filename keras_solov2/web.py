@@ -4,18 +4,21 @@ The page (`web/` in the repository, built into `web/dist/` by `make web`)
 runs an exported `.tflite` with LiteRT.js in the browser: WebGPU when the
 browser has it, XNNPACK on WebAssembly otherwise. This module only serves
 files on 127.0.0.1: the page, LiteRT.js's Wasm files, the model at
-`/model.tflite` and its JSON at `/model.json`. Images never reach it; the
-page reads them in the browser.
+`/model.tflite` and its JSON at `/model.tflite.json`. Images never reach
+it; the page reads them in the browser.
 """
 
 import functools
 import http.server
+import json
 import os
 
 _REPO_PAGE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web", "dist"
 )
 BUILD_COMMAND = "make web (that is: cd web && npm ci && npm run build)"
+EXPORT_COMMAND = "keras-solov2 export MODEL --format tflite --output model.tflite"
+END_TO_END_OUTPUTS = ("masks", "labels", "scores", "boxes", "num_detections")
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -36,32 +39,28 @@ def default_page_dir():
 def check_files(model, page_dir=None):
     """`(model, metadata, page_dir)` as absolute paths, or a clear error.
 
+    The model's JSON is `model.tflite.json` (or `model.json`, as earlier
+    exports named it) and must be keras-solov2's for a `.tflite`.
+
     Raises:
-        FileNotFoundError: the `.tflite`, its `.json` or the built page is
+        FileNotFoundError: the `.tflite`, its JSON or the built page is
             missing; the message says which and what to do.
-        ValueError: `model` is not a `.tflite` file name.
+        ValueError: `model` is not a `.tflite` file name, or its JSON is not
+            the one `keras-solov2 export --format tflite` writes.
     """
-    from keras_solov2.export.tflite import metadata_file
+    from keras_solov2.export.common import read_metadata
 
     model = os.path.abspath(model)
     if not model.endswith(".tflite"):
         raise ValueError(
             f"{model} is not a .tflite file; the page runs the file that "
-            "`keras-solov2 export MODEL --format tflite --output model.tflite` "
-            "writes."
+            f"`{EXPORT_COMMAND}` writes."
         )
     if not os.path.isfile(model):
         raise FileNotFoundError(
-            f"No such model file: {model}. Export one with `keras-solov2 export "
-            "MODEL --format tflite --output model.tflite`."
+            f"No such model file: {model}. Export one with `{EXPORT_COMMAND}`."
         )
-    metadata = metadata_file(model)
-    if not os.path.isfile(metadata):
-        raise FileNotFoundError(
-            f"No {os.path.basename(metadata)} beside {model}: the page needs the "
-            "JSON that `keras-solov2 export` writes next to the .tflite (class "
-            "names, mask threshold, input size). Copy it there, or export again."
-        )
+    _, metadata = read_metadata(model, "tflite")
     page_dir = os.path.abspath(page_dir or default_page_dir())
     if not os.path.isfile(os.path.join(page_dir, "index.html")):
         raise FileNotFoundError(
@@ -70,6 +69,32 @@ def check_files(model, page_dir=None):
             "and npm), or pass --page with a built copy."
         )
     return model, metadata, page_dir
+
+
+def check_model(model, metadata):
+    """What the page would refuse, said before serving: `model` must be a
+    TFLite file and `metadata` (its JSON's path) describe the end-to-end
+    export, not the dense body (`--no-postprocessing`).
+
+    Raises:
+        ValueError: naming the file and what to export instead.
+    """
+    with open(model, "rb") as f:
+        identifier = f.read(8)[4:]
+    if identifier != b"TFL3":
+        raise ValueError(
+            f"{model} is not a TFLite model (no TFL3 file identifier); export "
+            f"one with `{EXPORT_COMMAND}`."
+        )
+    with open(metadata) as f:
+        outputs = json.load(f).get("outputs") or []
+    missing = [name for name in END_TO_END_OUTPUTS if name not in outputs]
+    if missing:
+        raise ValueError(
+            f"{metadata} describes a file without the outputs {missing} (the "
+            "dense body of --no-postprocessing); the page needs the end-to-end "
+            "file: export again without --no-postprocessing."
+        )
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -107,7 +132,7 @@ def make_server(model, port=8000, page_dir=None, host="127.0.0.1"):
     handler = functools.partial(
         _Handler,
         directory=page_dir,
-        routes={"/model.tflite": model, "/model.json": metadata},
+        routes={"/model.tflite": model, "/model.tflite.json": metadata},
     )
     try:
         server = http.server.ThreadingHTTPServer((host, port), handler)
@@ -123,7 +148,10 @@ def make_server(model, port=8000, page_dir=None, host="127.0.0.1"):
 
 
 def serve(model, port=8000, page_dir=None):
-    """Serves the page for `model` until Ctrl+C."""
+    """Checks `model` and its JSON (`check_files`, `check_model`), then
+    serves the page for it until Ctrl+C."""
+    model, metadata, page_dir = check_files(model, page_dir)
+    check_model(model, metadata)
     server = make_server(model, port, page_dir)
     try:
         print(

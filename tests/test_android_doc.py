@@ -74,7 +74,7 @@ def test_android_doc_matches_an_exported_model(tmp_path):
         }[variable]
         assert outputs[int(name)] == wanted, (variable, name, outputs)
     # The metadata keys that the Kotlin code reads.
-    with open(tmp_path / "solov2.json") as f:
+    with open(tmp_path / "solov2.tflite.json") as f:
         metadata = json.load(f)
     for key in re.findall(r'meta\.get\w+\("(\w+)"\)', text):
         assert key in metadata, key

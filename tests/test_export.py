@@ -369,7 +369,7 @@ def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
             "96",
         ]
     )
-    with open(tmp_path / "tiny.json") as f:
+    with open(tmp_path / "tiny.tflite.json") as f:
         metadata = json.load(f)
     assert metadata["input"]["shape"] == [1, 64, 96, 3]
     assert metadata["outputs"] == list(export.OUTPUT_NAMES)

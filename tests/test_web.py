@@ -79,9 +79,9 @@ def test_cli_web_says_which_file_is_missing_and_what_to_do(tmp_path, capsys):
     model.write_bytes(b"TFL3")
     assert cli.main(["web", str(model), "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert "No m.json beside" in err and "keras-solov2 export" in err
+    assert "No m.tflite.json beside" in err and "keras-solov2 export" in err
 
-    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.tflite.json").write_text('{"format": "keras_solov2.tflite/1"}')
     empty = tmp_path / "no_page"
     empty.mkdir()
     assert cli.main(["web", str(model), "--port", "0", "--page", str(empty)]) == 2
@@ -89,7 +89,7 @@ def test_cli_web_says_which_file_is_missing_and_what_to_do(tmp_path, capsys):
     assert "The web page is not built" in err and "make web" in err
 
     with pytest.raises(ValueError, match="not a .tflite"):
-        web.check_files(str(tmp_path / "m.json"))
+        web.check_files(str(tmp_path / "m.tflite.json"))
 
 
 def test_server_serves_the_page_the_model_and_its_json(tmp_path):
@@ -99,7 +99,7 @@ def test_server_serves_the_page_the_model_and_its_json(tmp_path):
     (page / "wasm" / "x.wasm").write_bytes(b"\0asm")
     model = tmp_path / "tiny.tflite"
     model.write_bytes(b"model bytes")
-    (tmp_path / "tiny.json").write_text('{"format": "keras_solov2.tflite/1"}')
+    (tmp_path / "tiny.tflite.json").write_text('{"format": "keras_solov2.tflite/1"}')
     server = web.make_server(str(model), port=0, page_dir=str(page))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -118,7 +118,9 @@ def test_server_serves_the_page_the_model_and_its_json(tmp_path):
         assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
         assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
         assert get("/model.tflite?v=1")[0] == b"model bytes"
-        assert json.loads(get("/model.json")[0])["format"].startswith("keras_solov2")
+        assert json.loads(get("/model.tflite.json")[0])["format"].startswith(
+            "keras_solov2"
+        )
         assert get("/wasm/x.wasm")[1]["Content-Type"] == "application/wasm"
         with pytest.raises(urllib.error.HTTPError, match="404"):
             get("/tiny.tflite")  # only the two routes expose files outside the page
@@ -202,7 +204,7 @@ def models(tmp_path_factory):
             model, str(folder / "tiny.tflite"), image_size=IMAGE_SIZE, verbose=False
         ),
     }
-    metadata = (folder / "tiny.json").read_text()
+    metadata = (folder / "tiny.tflite.json").read_text()
     body = export.tflite(
         model,
         str(folder / "body.tflite"),
@@ -216,7 +218,7 @@ def models(tmp_path_factory):
     files["missing_outputs"] = str(folder / "lying" / "body.tflite")
     with open(body, "rb") as src, open(files["missing_outputs"], "wb") as dst:
         dst.write(src.read())
-    (folder / "lying" / "body.json").write_text(metadata)
+    (folder / "lying" / "body.tflite.json").write_text(metadata)
 
     # Someone else's model: a float32 input called `image`, one output.
     @tf.function(input_signature=[tf.TensorSpec((1, *IMAGE_SIZE, 3), tf.float32)])
@@ -229,12 +231,12 @@ def models(tmp_path_factory):
     files["wrong_input"] = str(folder / "foreign.tflite")
     with open(files["wrong_input"], "wb") as f:
         f.write(converter.convert())
-    (folder / "foreign.json").write_text(metadata)
+    (folder / "foreign.tflite.json").write_text(metadata)
 
     files["not_tflite"] = str(folder / "garbage.tflite")
     with open(files["not_tflite"], "wb") as f:
         f.write(np.random.default_rng(0).bytes(4096))
-    (folder / "garbage.json").write_text(metadata)
+    (folder / "garbage.tflite.json").write_text(metadata)
     return files
 
 
@@ -371,9 +373,7 @@ def test_page_detections_equal_the_python_interpreters(browser, page_url, models
     assert page.evaluate("window.solov2.state") == "done", page.evaluate(
         "window.solov2.error"
     )
-    metadata = json.loads(
-        open(models["end_to_end"][: -len(".tflite")] + ".json").read()
-    )
+    metadata = json.loads(open(models["end_to_end"] + ".json").read())
     out, decoded, resized = check_against_interpreter(
         page, result, models["end_to_end"], score_atol=1e-3
     )

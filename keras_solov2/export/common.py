@@ -59,8 +59,53 @@ def fixed_size_archive(model, image_size, include_postprocessing):
 
 
 def metadata_file(path):
-    """The JSON written beside an export: `model.tflite` -> `model.json`."""
-    return os.path.splitext(str(path))[0] + ".json"
+    """The JSON written beside an export: `model.tflite` -> `model.tflite.json`.
+
+    The full file name plus `.json`, so that a `.tflite` and a `.onnx` of
+    one stem each keep their own.
+    """
+    return str(path) + ".json"
+
+
+def read_metadata(path, file_format):
+    """`(metadata, json_path)` of the export at `path`, checked.
+
+    Reads `metadata_file(path)`, or else the JSON that earlier versions
+    wrote at the stem (`model.json`) when it describes this format.
+
+    Args:
+        path: str. The `.tflite` or `.onnx` file.
+        file_format: str. `"tflite"` or `"onnx"`.
+
+    Raises:
+        FileNotFoundError: neither JSON exists (the message names both).
+        ValueError: the JSON is not valid JSON, or not keras-solov2's
+            for a `file_format` file.
+    """
+    expected = f"keras_solov2.{file_format}/"
+    candidates = [metadata_file(path), os.path.splitext(str(path))[0] + ".json"]
+    for json_path in candidates:
+        if not os.path.isfile(json_path):
+            continue
+        try:
+            with open(json_path) as f:
+                metadata = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{json_path} is not valid JSON ({error}).") from None
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        if str(found).startswith(expected):
+            return metadata, json_path
+        if json_path == candidates[0]:
+            raise ValueError(
+                f"{json_path} is not the JSON that keras-solov2 writes beside a "
+                f".{file_format} (its format is {found!r}, not '{expected}1'): "
+                f"export {os.path.basename(str(path))} again."
+            )
+    raise FileNotFoundError(
+        f"No {os.path.basename(candidates[0])} beside {path}: the JSON that "
+        f"`keras-solov2 export --format {file_format}` writes next to the file "
+        "(class names, thresholds, input size). Copy it there, or export again."
+    )
 
 
 def write_metadata(

@@ -39,7 +39,7 @@ def onnx(
     the file holds the dense body only (`category_logits`, `kernels`,
     `mask_features`).
 
-    Beside the file, `model.json` (same name, `.json`) holds the class
+    Beside the file, `model.onnx.json` (its name plus `.json`) holds the class
     names and COCO category ids, the mask threshold and stride, the input
     size and padding value, as beside a `.tflite`.
 

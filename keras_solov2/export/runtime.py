@@ -1,12 +1,11 @@
 """Running an exported `.tflite` from Python with `model.predict`'s contract."""
 
-import json
 import os
 
 import numpy as np
 
+from keras_solov2.export.common import read_metadata
 from keras_solov2.export.letterbox import letterbox
-from keras_solov2.export.tflite import metadata_file
 
 
 class LiteRTPredictor:
@@ -21,7 +20,7 @@ class LiteRTPredictor:
 
     Args:
         path: str. A `.tflite` written by `keras_solov2.export.tflite`, with
-            its `.json` beside it.
+            its `.tflite.json` beside it.
         num_threads: int. Defaults to `2`.
 
     Example:
@@ -32,8 +31,7 @@ class LiteRTPredictor:
     def __init__(self, path, num_threads=2):
         from ai_edge_litert.interpreter import Interpreter
 
-        with open(metadata_file(path)) as f:
-            self.metadata = json.load(f)
+        self.metadata, _ = read_metadata(path, "tflite")
         if "masks" not in self.metadata["outputs"]:
             raise ValueError(
                 f"{path} holds the dense body only (exported with "

@@ -51,7 +51,7 @@ def tflite(
     (outputs `category_logits`, `kernels`, `mask_features`), the part that
     LiteRT's GPU accelerator runs whole.
 
-    Beside the file, `model.json` (same name, `.json`) holds what the app
+    Beside the file, `model.tflite.json` (its name plus `.json`) holds what the app
     needs and the tensors do not say: the class names and COCO category
     ids, the mask threshold and stride, the input size and padding value.
 

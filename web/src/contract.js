@@ -1,5 +1,5 @@
 // The .tflite contract of keras_solov2.export.tflite (see its docstring and
-// docs/android.md): checked on MODEL.json before loading, and on the
+// docs/android.md): checked on MODEL.tflite.json before loading, and on the
 // compiled model's signature after, so that a file that is not an
 // end-to-end keras-solov2 export gets a message that says what is wrong.
 
@@ -9,7 +9,7 @@ export class PageError extends Error {}
 const EXPORT_HINT =
   'Export one with `keras-solov2 export MODEL --format tflite --output model.tflite`.';
 
-/** Checks MODEL.json; returns it with the derived mask shape. */
+/** Checks MODEL.tflite.json; returns it with the derived mask shape. */
 export function checkMetadata(metadata, name) {
   if (!metadata || typeof metadata !== 'object' ||
       !String(metadata.format || '').startsWith('keras_solov2.tflite/')) {
@@ -41,7 +41,7 @@ export function checkMetadata(metadata, name) {
 
 const describe = (details) => `${details.dtype} [${Array.from(details.shape).join(', ')}]`;
 
-/** Checks the compiled model's signature against MODEL.json. */
+/** Checks the compiled model's signature against MODEL.tflite.json. */
 export function checkSignature(inputs, outputs, metadata, name) {
   const [height, width] = metadata.imageShape;
   const slots = metadata.max_detections;

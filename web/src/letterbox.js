@@ -152,7 +152,7 @@ function roundHalfEven(value) {
  * @param {Uint8Array|Uint8ClampedArray} rgb (height, width, 3) pixels.
  * @param {number[]} imageShape [height, width] of `rgb`.
  * @param {number[]} canvasShape [H, W] of the model's input.
- * @param {number[]} padValue the model's padding colour (MODEL.json).
+ * @param {number[]} padValue the model's padding colour (MODEL.tflite.json).
  * @return {{canvas: Uint8Array, scale: number, resized: number[]}} the
  *     (H, W, 3) input, the resize factor and the size of the image in it.
  */

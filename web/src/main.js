@@ -1,4 +1,4 @@
-// The page: load MODEL.json and the .tflite, pick WebGPU or XNNPACK on
+// The page: load MODEL.tflite.json and the .tflite, pick WebGPU or XNNPACK on
 // WebAssembly, then letterbox each image the user gives, run the model and
 // draw its masks. Nothing is sent anywhere: the image is read, resized and
 // run in this page.
@@ -70,8 +70,8 @@ function clearError() {
   $('error').hidden = true;
 }
 
-async function fetchJson(url) {
-  const response = await fetch(url);
+async function fetchJson(url, fetched) {
+  const response = fetched || await fetch(url);
   if (!response.ok) {
     throw new PageError(
       `Could not load ${url} (HTTP ${response.status}): the page needs the JSON that ` +
@@ -82,6 +82,18 @@ async function fetchJson(url) {
   } catch (error) {
     throw new PageError(`${url} is not valid JSON (${error.message}).`);
   }
+}
+
+/** MODEL.tflite.json, or MODEL.json as earlier exports named it. */
+async function fetchMetadata(url) {
+  const jsonUrl = `${url}.json`;
+  const response = await fetch(jsonUrl);
+  const oldUrl = url.replace(/\.tflite$/i, '') + '.json';
+  if (response.status === 404 && oldUrl !== jsonUrl) {
+    const old = await fetch(oldUrl);
+    if (old.ok) return { json: await fetchJson(oldUrl, old), jsonUrl: oldUrl };
+  }
+  return { json: await fetchJson(jsonUrl, response), jsonUrl };
 }
 
 /** Whether to try WebGPU, and why not when not. */
@@ -170,8 +182,8 @@ async function init() {
   const params = new URLSearchParams(window.location.search);
   const requested = params.get('backend') || 'auto';
   const url = modelUrl();
-  const jsonUrl = url.replace(/\.tflite$/i, '') + '.json';
-  metadata = checkMetadata(await fetchJson(jsonUrl), jsonUrl);
+  const { json, jsonUrl } = await fetchMetadata(url);
+  metadata = checkMetadata(json, jsonUrl);
   const [height, width] = metadata.imageShape;
   const names = metadata.class_names || [];
   $('model-info').textContent =
