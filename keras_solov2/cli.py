@@ -1,8 +1,13 @@
 """The `keras-solov2` command line."""
 
 import argparse
+import functools
+import gc
 import os
 import sys
+import traceback
+import warnings
+import zipfile
 
 
 def _convert(args):
@@ -26,18 +31,59 @@ def _convert(args):
 
 def load_model(spec):
     """A SOLOv2 from a `.keras` file, a preset directory or a preset name."""
-    import keras
-
     from keras_solov2.models import preset_loader
     from keras_solov2.models.solov2 import SOLOv2
 
     if str(spec).endswith(".keras"):
-        if not os.path.isfile(spec):
-            raise FileNotFoundError(f"No such model file: {spec!r}.")
-        return keras.saving.load_model(spec)
+        return _load_keras_file(spec, SOLOv2)
     return preset_loader.resolve(
         SOLOv2, spec, on_random_weights=lambda message: print(f"Warning: {message}")
     )
+
+
+def _load_keras_file(path, expected):
+    """The `expected` model saved in `path`, or an error saying what it is."""
+    import keras
+
+    wanted = (
+        "predict, evaluate and export take a keras_solov2 SOLOv2 saved with "
+        "model.save('model.keras'), a preset directory or a preset name"
+    )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such model file: {path!r}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path!r} is not a Keras model file: a .keras file is a zip "
+            f"archive and this one is not; {wanted}."
+        )
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for foreign files.
+        raise ValueError(
+            f"{path!r} is a zip archive that Keras cannot load as a model "
+            f"({type(error).__name__}: {_first_line(error)}); {wanted}."
+        ) from None
+    if not isinstance(model, expected):
+        raise ValueError(
+            f"{path!r} holds a {type(model).__name__} ({model.name!r}), not a "
+            f"{expected.__name__}; {wanted}."
+        )
+    return model
+
+
+def _check_image_size(size, minimum):
+    """`--image-size H W` as two ints, or an error that names the flag."""
+    if size is None:
+        return None
+    height, width = (int(v) for v in size)
+    if min(height, width) < minimum:
+        raise ValueError(
+            f"--image-size {height} {width}: each side must be at least "
+            f"{minimum} pixels, the model's size_divisor (the stride of its "
+            "coarsest feature map; smaller inputs are mostly padding). Try "
+            "--image-size 448 608."
+        )
+    return height, width
 
 
 def _export(args):
@@ -62,6 +108,7 @@ def _export(args):
     if args.opset is not None and args.opset not in OPSETS:
         raise ValueError(f"--opset must be one of {OPSETS}; got {args.opset}.")
     model = load_model(args.model)
+    image_size = _check_image_size(args.image_size, model.size_divisor)
     if args.format == "saved_model":
         export.saved_model(model, args.output)
         return
@@ -69,7 +116,7 @@ def _export(args):
         export.onnx(
             model,
             args.output,
-            image_size=tuple(args.image_size) if args.image_size else None,
+            image_size=image_size,
             opset=DEFAULT_OPSET if args.opset is None else args.opset,
             include_postprocessing=not args.no_postprocessing,
         )
@@ -77,7 +124,7 @@ def _export(args):
     export.tflite(
         model,
         args.output,
-        image_size=tuple(args.image_size) if args.image_size else None,
+        image_size=image_size,
         quantization=args.quantization,
         representative_data=args.calibration_images,
         num_calibration_images=args.num_calibration_images,
@@ -87,7 +134,9 @@ def _export(args):
 
 def _train(args):
     from keras_solov2.training import train
+    from keras_solov2.utils.image_geometry import SIZE_DIVISOR
 
+    image_size = _check_image_size(args.image_size, SIZE_DIVISOR)
     train(
         args.annotations,
         args.images,
@@ -98,11 +147,12 @@ def _train(args):
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        image_size=tuple(args.image_size) if args.image_size else None,
+        image_size=image_size,
         learning_rate=args.lr,
         schedule=args.schedule,
         warmup_steps=args.warmup_steps,
         resume=args.resume,
+        on_invalid=args.on_invalid,
     )
     print(f"\nDone: {args.output}/ (best/ and last/ load with SOLOv2.from_preset).")
 
@@ -114,7 +164,9 @@ def _evaluate(args):
     # The data first: a wrong path fails in a second, not after the model.
     check_coco_paths(args.annotations, args.images)
     model = load_model(args.model)
-    report = evaluate_to_files(model, args.annotations, args.images, args.output)
+    report = evaluate_to_files(
+        model, args.annotations, args.images, args.output, on_invalid=args.on_invalid
+    )
     print(ap_table(report))
     print(
         f"\nWrote {args.output}/results.json (COCO results), per_class_ap.csv, "
@@ -128,10 +180,18 @@ def _predict(args):
     files = image_paths(args.paths)  # a wrong path fails before the model loads
     model = load_model(args.model)
     records = predict_to_files(
-        model, files, args.output, score_threshold=args.score_threshold
+        model,
+        files,
+        args.output,
+        score_threshold=args.score_threshold,
+        on_invalid=args.on_invalid,
     )
     count = sum(len(r["detections"]) for r in records)
-    print(f"\n{count} detections in {len(records)} images: {args.output}/")
+    skipped = len(files) - len(records)
+    print(
+        f"\n{count} detections in {len(records)} images: {args.output}/"
+        + (f" ({skipped} unreadable images skipped, listed above)" if skipped else "")
+    )
 
 
 def _to_tfrecord(args):
@@ -140,7 +200,7 @@ def _to_tfrecord(args):
     dataset = CocoDataset(
         args.annotations,
         args.images,
-        on_invalid="skip" if args.skip_invalid else "raise",
+        on_invalid="skip" if args.skip_invalid else args.on_invalid,
         apply_exif_orientation=not args.no_exif_orientation,
     )
     paths = write_tfrecords(dataset, args.output, num_shards=args.shards)
@@ -167,26 +227,80 @@ def _web(args):
 # one line, exit status 2, no traceback unless --verbose.
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError, OSError)
 
+# The library's words for what the user typed as a flag.
+_FLAGS = {"on_invalid='skip'": "--on-invalid skip"}
+
 
 def main(argv=None):
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status.
+
+    Every error ends here, so that the exception and its traceback are gone
+    before the interpreter exits. An exception left to the top level stays
+    alive (`sys.last_traceback`) until Python finalises, and with it the
+    `tf.data` iterator of `fit`'s frames: its parallel map then waits, in a
+    finalising interpreter, for `numpy_function` calls whose threads can no
+    longer take the GIL, and the process hangs.
+    """
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_show_warning, args.command)
+        status = _run_reporting_errors(args)
+    gc.collect()  # the pipelines held by cycles of the failed frames
+    return status
+
+
+def _run_reporting_errors(args):
+    """`run(args)`'s status: 2 with one line for a user error, 1 with the
+    traceback for anything else, 130 on Ctrl+C."""
     try:
         return run(args)
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        print(f"\nkeras-solov2 {args.command}: interrupted.", file=sys.stderr)
+        return 130
     except USER_ERRORS as error:
         if args.verbose:
-            raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            traceback.print_exc()
+            return 2
         print(
-            f"keras-solov2 {args.command}: error: {type(error).__name__}: {message} "
-            "(--verbose shows the traceback)",
+            f"keras-solov2 {args.command}: error: {type(error).__name__}: "
+            f"{_first_line(error)} (--verbose shows the traceback)",
             file=sys.stderr,
         )
         return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
+def _first_line(error):
+    """The first line of an error's message, in the flags the user typed."""
+    message = str(error).strip()
+    message = message.splitlines()[0] if message else ""
+    for word, flag in _FLAGS.items():
+        message = message.replace(word, flag)
+    return message
+
+
+def _show_warning(command, message, category, filename, lineno, file=None, line=None):
+    """A warning as one line that names the command, in the user's flags."""
+    print(
+        f"keras-solov2 {command}: warning: {_first_line(message)}",
+        file=sys.stderr if file is None else file,
+    )
+
+
+def _add_on_invalid(parser, what):
+    parser.add_argument(
+        "--on-invalid",
+        choices=("raise", "skip"),
+        default="raise",
+        help=f"{what}: stop with an error that names it (raise, the default) "
+        "or skip it and count it (skip)",
+    )
 
 
 def build_parser():
@@ -236,6 +350,9 @@ def build_parser():
     )
     trainer.add_argument("--schedule", choices=("1x", "3x"), default="1x")
     trainer.add_argument("--warmup-steps", type=int, default=500)
+    _add_on_invalid(
+        trainer, "an invalid annotation or image file (all are checked first)"
+    )
     trainer.add_argument(
         "--resume",
         action="store_true",
@@ -248,6 +365,7 @@ def build_parser():
     evaluator.add_argument("annotations", help="COCO instances json")
     evaluator.add_argument("images", help="image folder")
     evaluator.add_argument("--output", required=True, help="folder to write")
+    _add_on_invalid(evaluator, "an invalid annotation or image file")
     predictor = commands.add_parser(
         "predict", help="Masks drawn (PNG) and RLE detections (JSON) per image."
     )
@@ -260,6 +378,7 @@ def build_parser():
         help="keep (and draw) detections scoring at least this "
         "(default: the model's score_threshold)",
     )
+    _add_on_invalid(predictor, "an image file that cannot be read (truncated)")
     convert = commands.add_parser(
         "convert", help="Convert an mmdetection / SOLO SOLOv2 .pth into a preset dir."
     )
@@ -316,11 +435,11 @@ def build_parser():
     to_tfrecord.add_argument("images", help="image folder")
     to_tfrecord.add_argument("--output", required=True, help="shard prefix")
     to_tfrecord.add_argument("--shards", type=int, default=8)
+    _add_on_invalid(to_tfrecord, "an invalid annotation or image file")
     to_tfrecord.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="check every image first, then skip and count invalid annotations "
-        "and unreadable images instead of failing",
+        help="the same as --on-invalid skip",
     )
     to_tfrecord.add_argument(
         "--no-exif-orientation",

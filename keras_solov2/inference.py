@@ -3,12 +3,14 @@
 import csv
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from keras_solov2.data.images import ImageError
 from keras_solov2.evaluation import coco_evaluation, load_image
 from keras_solov2.evaluation.visualization import draw_instances
 from keras_solov2.utils.image_files import IMAGE_EXTENSIONS
@@ -38,7 +40,9 @@ def encode_rle(mask):
     return rle
 
 
-def predict_to_files(model, paths, output, score_threshold=None, progress=True):
+def predict_to_files(
+    model, paths, output, score_threshold=None, progress=True, on_invalid="raise"
+):
     """Predicts images and writes, per image, `NAME.png` (masks drawn and
     named) and `NAME.json` (RLE masks, boxes, labels, class names, COCO
     category ids and scores) into `output`.
@@ -51,17 +55,29 @@ def predict_to_files(model, paths, output, score_threshold=None, progress=True):
             this (also what is drawn). Defaults to the model's
             `score_threshold`.
         progress: bool. A progress bar over the images.
+        on_invalid: str. An image file that cannot be read (truncated, not an
+            image): `"raise"` the `ImageError` that names it, or `"skip"` it,
+            predict the rest and warn with the count and the files.
+            Defaults to `"raise"`.
 
     Returns:
-        list of the per-image dicts written as JSON.
+        list of the per-image dicts written as JSON (none for skipped files).
     """
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}.")
     files = image_paths(paths)
     os.makedirs(output, exist_ok=True)
     threshold = model.score_threshold if score_threshold is None else score_threshold
     bar = keras.utils.Progbar(len(files), unit_name="image") if progress else None
-    written, stems = [], set()
+    written, stems, skipped = [], set(), []
     for path in files:
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except ImageError as error:
+            if on_invalid == "raise":
+                raise
+            skipped.append(f"{path} ({error.reason})")
+            continue
         out = model.predict(image[None], verbose=0)
         n = int(out["num_detections"][0])
         keep = [i for i in range(n) if out["scores"][0, i] >= threshold]
@@ -106,14 +122,25 @@ def predict_to_files(model, paths, output, score_threshold=None, progress=True):
         written.append(record)
         if bar is not None:
             bar.add(1)
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} of {len(files)} images could not be read and were "
+            f"skipped: {'; '.join(skipped)}.",
+            stacklevel=2,
+        )
     return written
 
 
-def evaluate_to_files(model, annotation_file, image_dir, output, progress=True):
+def evaluate_to_files(
+    model, annotation_file, image_dir, output, progress=True, on_invalid="raise"
+):
     """COCO evaluation written to `output`: `results.json` (COCO results
     format, for `COCO.loadRes`), `per_class_ap.csv`, `metrics.json` and
-    `pr_curve.png`. Returns the `coco_evaluation` report."""
-    report = coco_evaluation(model, annotation_file, image_dir, progress=progress)
+    `pr_curve.png`. Returns the `coco_evaluation` report (`on_invalid`: see
+    there)."""
+    report = coco_evaluation(
+        model, annotation_file, image_dir, progress=progress, on_invalid=on_invalid
+    )
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "results.json"), "w") as f:
         json.dump(report["results"], f)

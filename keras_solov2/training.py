@@ -53,6 +53,7 @@ def train(
     num_grid_images=4,
     seed=0,
     verbose="auto",
+    on_invalid="raise",
 ):
     """Trains SOLOv2 on a COCO-format dataset and writes everything to `output`.
 
@@ -90,6 +91,11 @@ def train(
         num_grid_images: int. Validation images in `predictions.png`.
         seed: int. Shuffling seed.
         verbose: Keras' `fit` verbosity. Defaults to `"auto"`.
+        on_invalid: str. An invalid annotation or image file (truncated,
+            not an image, not the json's size): `"raise"` an error naming
+            it, or `"skip"` it and count it (`CocoDataset`). Every image is
+            checked before the model is built, so a bad file stops the run
+            in seconds, not in the middle of an epoch. Defaults to `"raise"`.
 
     Returns:
         The `keras.callbacks.History` of the run (this session's epochs).
@@ -111,10 +117,11 @@ def train(
             f"{output!r} holds a run already (results.csv): pass --resume to continue "
             "it, or choose another --output."
         )
-    os.makedirs(output, exist_ok=True)
 
     if tfrecords is None:
-        dataset = CocoDataset(annotations, images)
+        dataset = CocoDataset(
+            annotations, images, on_invalid=on_invalid, check_images=True
+        )
         num_images = len(dataset)
     else:
         if not os.path.isfile(f"{tfrecords}.meta.json"):
@@ -125,6 +132,7 @@ def train(
         dataset = _ShardClasses(read_tfrecord_metadata(tfrecords))
         num_images = dataset.num_images
     network = build_model(model, dataset)
+    os.makedirs(output, exist_ok=True)  # not before: a failed download leaves none
     scales = training_scales(network, image_size)
     # Two canvases, landscape and its transpose, as mmdetection groups a
     # batch's images by aspect ratio: 800x1344 instead of a 1344 square.

@@ -11,8 +11,11 @@ bottom/right. The images stay raw (RGB, 0..255) and are padded with
 turns that padding into mmdetection's zero padding after normalisation.
 """
 
+import atexit
+import gc
 import json
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +62,32 @@ class _InvalidAnnotation(Exception):
     def __init__(self, reason, detail):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+@atexit.register
+def _release_failed_pipelines():
+    """Frees, before Python finalises, what an uncaught error kept alive.
+
+    Python keeps the traceback of an exception that reached the top level
+    (`sys.last_traceback`) until it finalises, and with it the frames that
+    iterated a pipeline of `as_tf_dataset` and its `tf.data` iterator. That
+    iterator's destructor would then run in a finalising interpreter, whose
+    threads can no longer take the GIL, and wait forever for the
+    `numpy_function` calls in flight: a training script whose data holds a
+    truncated JPEG would hang instead of exiting. `atexit` runs while the
+    interpreter still works, so the iterator is destroyed there.
+    """
+    for name in ("last_exc", "last_type", "last_value", "last_traceback"):
+        if hasattr(sys, name):
+            setattr(sys, name, None)
+    gc.collect()
+
+
+def _first(items, count=5):
+    """The first `count` of `items`, joined, and how many more there are."""
+    items = list(items)
+    more = f" and {len(items) - count} more" if len(items) > count else ""
+    return ", ".join(items[:count]) + more
 
 
 # -----------------------------------------------------------------------------
@@ -311,18 +340,22 @@ class CocoDataset:
         )
         if self.skipped_images:
             skipped_images = {k: v for k, v in stats["skipped_images"].items() if v}
+            files = _first(
+                f"{name} ({reason})" for _, name, reason, _ in self.skipped_images
+            )
             warnings.warn(
                 f"{len(self.skipped_images)} image(s) of '{self.annotation_file}' "
-                f"were skipped: {skipped_images}. "
+                f"were skipped: {skipped_images}: {files}. "
                 "They are listed in `CocoDataset.skipped_images`.",
                 stacklevel=3,
             )
         skipped = sum(stats["skipped"].values())
         if skipped:
+            ids = _first(f"{i} ({reason})" for i, reason, _ in self.skipped_annotations)
             warnings.warn(
                 f"{skipped} annotation(s) in '{self.annotation_file}' were "
-                f"skipped: { {k: v for k, v in stats['skipped'].items() if v} }. "
-                "Their ids are in `CocoDataset.skipped_annotations`.",
+                f"skipped: { {k: v for k, v in stats['skipped'].items() if v} }: "
+                f"ids {ids}. They are in `CocoDataset.skipped_annotations`.",
                 stacklevel=3,
             )
 

@@ -23,7 +23,15 @@ _TRANSPOSED = (5, 6, 7, 8)  # orientations that swap height and width
 
 
 class ImageError(ValueError):
-    """An image file that cannot be decoded (the message names the file)."""
+    """An image file that cannot be decoded.
+
+    The message names the file and says what to do; `reason` is what is
+    wrong with it, for lists of skipped files.
+    """
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _format(raw: bytes) -> str | None:

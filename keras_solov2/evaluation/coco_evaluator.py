@@ -11,6 +11,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from keras_solov2.data.coco import CocoDataset
+from keras_solov2.data.images import ImageError
 from keras_solov2.layers.solov2_decoder import paste_masks
 
 STAT_NAMES = (
@@ -233,11 +235,84 @@ def load_image(path, apply_exif_orientation=True):
     JPEGs are turned as their EXIF orientation tag says, like the training
     readers do (`keras_solov2.data.images`), unless
     `apply_exif_orientation=False`.
+
+    Raises:
+        FileNotFoundError: naming the file, if it does not exist.
+        ImageError: naming the file, if PIL cannot read it (not an image,
+            truncated, corrupt).
     """
-    with Image.open(path) as image:
-        if apply_exif_orientation and image.format == "JPEG":
-            image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such image file: {path!r}.")
+    try:
+        with Image.open(path) as image:
+            if apply_exif_orientation and image.format == "JPEG":
+                image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as error:  # PIL: truncated, unidentified, ...
+        reason = f"{type(error).__name__}: {error}"
+        raise ImageError(
+            f"Image {path!r} cannot be read ({reason}). Fix or remove the "
+            "image, or pass on_invalid='skip' to leave such images out and "
+            "count them.",
+            reason,
+        ) from None
+
+
+def _ground_truth(
+    annotation_file,
+    image_dir,
+    on_invalid="raise",
+    apply_exif_orientation=True,
+    progress=True,
+):
+    """The COCO ground truth to evaluate against, checked as training checks it.
+
+    The annotations and image files go through `keras_solov2.data.CocoDataset`
+    with the same `on_invalid`: an unknown image or category id, a malformed
+    segmentation, an empty mask, a bad bbox, or a missing or unreadable image
+    raises an error that names it (`"raise"`), or is left out of the ground
+    truth and counted (`"skip"`) instead of being dropped without a word by
+    pycocotools. Crowd annotations stay (pycocotools ignores the detections
+    that fall on them).
+
+    Args:
+        annotation_file: str. COCO instances json.
+        image_dir: str. The image folder.
+        on_invalid: str. `"raise"` or `"skip"`. Defaults to `"raise"`.
+        apply_exif_orientation: bool. See `load_image`. Defaults to `True`.
+        progress: bool. Progress bar while checking the images (`"skip"`).
+
+    Returns:
+        `(coco_gt, dataset)`: a `pycocotools.coco.COCO` and the
+        `CocoDataset` whose `stats`, `skipped_annotations` and
+        `skipped_images` say what was left out.
+    """
+    check_coco_paths(annotation_file, image_dir)
+    dataset = CocoDataset(
+        annotation_file,
+        image_dir,
+        on_invalid=on_invalid,
+        apply_exif_orientation=apply_exif_orientation,
+        progress=progress,
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(annotation_file)
+    if not (dataset.skipped_annotations or dataset.skipped_images):
+        return coco_gt, dataset
+    kept_images = set(dataset.image_ids)
+    skipped = {ann_id for ann_id, _, _ in dataset.skipped_annotations}
+    data = dict(coco_gt.dataset)
+    data["images"] = [i for i in data.get("images", []) if i["id"] in kept_images]
+    data["annotations"] = [
+        a
+        for a in data.get("annotations", [])
+        if a.get("id") not in skipped and a.get("image_id") in kept_images
+    ]
+    kept = COCO()
+    kept.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        kept.createIndex()
+    return kept, dataset
 
 
 def _predict(model, images):
@@ -292,6 +367,7 @@ def evaluate_model(
     max_images=None,
     progress=True,
     apply_exif_orientation=True,
+    on_invalid="raise",
 ):
     """Predicts a COCO-format dataset with `model` and returns its mask AP.
 
@@ -315,6 +391,9 @@ def evaluate_model(
         progress: bool. Whether to show a `keras.utils.Progbar`. Defaults
             to `True`.
         apply_exif_orientation: bool. See `load_image`. Defaults to `True`.
+        on_invalid: str. What an invalid annotation or image does:
+            `"raise"` an error that names it, or `"skip"` it and count it
+            (see `_ground_truth`). Defaults to `"raise"`.
 
     Returns:
         The dict of `evaluate_results`, computed on the evaluated images
@@ -336,6 +415,7 @@ def evaluate_model(
         max_images=max_images,
         progress=progress,
         apply_exif_orientation=apply_exif_orientation,
+        on_invalid=on_invalid,
     )
     return evaluate_results(coco_gt, results, verbose=progress, image_ids=image_ids)
 
@@ -348,16 +428,18 @@ def predict_coco_results(
     max_images=None,
     progress=True,
     apply_exif_orientation=True,
+    on_invalid="raise",
 ):
     """Predicts a COCO-format dataset: `(coco_gt, results, image_ids)`.
 
     The prediction half of `evaluate_model` (same arguments): `results` is
     the list of COCO result dicts (RLE masks, boxes, scores, the dataset's
-    own category ids), ready for `json.dump` and `COCO.loadRes`.
+    own category ids), ready for `json.dump` and `COCO.loadRes`. The images
+    and annotations are checked as training checks them (`_ground_truth`).
     """
-    check_coco_paths(annotation_file, image_dir)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(annotation_file)
+    coco_gt, _ = _ground_truth(
+        annotation_file, image_dir, on_invalid, apply_exif_orientation, progress
+    )
     category_ids = sorted(coco_gt.getCatIds())
     model_ids = getattr(model, "category_ids", None)
     if model_ids:
@@ -401,6 +483,7 @@ def coco_evaluation(
     max_images=None,
     progress=True,
     apply_exif_orientation=True,
+    on_invalid="raise",
 ):
     """Mask and box AP, per-class AP and PR curves of `model` on a dataset.
 
@@ -427,6 +510,7 @@ def coco_evaluation(
         max_images=max_images,
         progress=progress,
         apply_exif_orientation=apply_exif_orientation,
+        on_invalid=on_invalid,
     )
     report = {"per_class": [], "pr_curves": {}, "results": results}
     per_class = {}
