@@ -25,6 +25,133 @@ def _batch_gather(x, indices):
     return ops.reshape(ops.take(flat_x, flat_indices, axis=0), (-1, k) + trailing)
 
 
+# Areas and intersections are counted in units of 256 pixels: exact in
+# float32 (a power of two), and within float16's range (65504) on a GPU for
+# masks of up to 16 M pixels.
+_AREA_SCALE = 2.0**-8
+
+
+def matrix_nms(
+    masks,
+    mask_area,
+    labels,
+    scores,
+    num_candidates,
+    max_detections,
+    kernel="gaussian",
+    sigma=2.0,
+    filter_threshold=0.05,
+    class_aware=True,
+):
+    """Matrix NMS on `(batch, num, pixels)` binary masks, with static shapes.
+
+    The computation of `MatrixNMS` (see there), written for LiteRT's GPU
+    accelerator as well as for the CPU: only float32 and int32 tensors of
+    rank <= 4, 1-D gathers, `TOPK_V2` with a constant `k`, reductions over
+    the last axis (IoU is symmetric, so mmdetection's column max over the
+    upper triangle is a row max over the lower one), broadcasting in
+    arithmetic only, and areas and intersections counted in units of 256
+    pixels (float16 holds them on a GPU).
+
+    Args:
+        masks: float `(batch, num, pixels)` binary masks (0 or 1).
+        mask_area: float `(batch, num)` their areas.
+        labels: int32 `(batch, num)`, `-1` for padding.
+        scores: float `(batch, num)`, `>= 0` where the label is not `-1`.
+        num_candidates: int. The best candidates that enter the NMS.
+        max_detections: int. Output slots.
+        kernel, sigma, filter_threshold, class_aware: as `MatrixNMS`.
+
+    Returns:
+        The dict of `MatrixNMS.call`.
+    """
+    num = scores.shape[1]
+    k = min(num_candidates, num)
+    valid = ops.cast(labels >= 0, "float32")
+    # 1. Sort by score, padding last, and keep the `k` best (stable: the
+    # lower index first among equal scores, as mmdetection's sort).
+    top_key, order = top_k(scores * valid - (1.0 - valid), k)
+    valid = ops.cast(top_key >= 0, "float32")
+    scores = top_key * valid
+    labels = _batch_gather(labels, order)
+    area = _batch_gather(mask_area, order) * _AREA_SCALE
+    masks = _batch_gather(masks, order)
+
+    # 2. IoU of each mask with every other, between pairs that may suppress
+    # each other: decay_iou[b, j, i] for mask i ranked above mask j.
+    inter = ops.matmul(masks * _AREA_SCALE, ops.transpose(masks, (0, 2, 1)))
+    union = area[:, :, None] + area[:, None, :] - inter
+    iou = inter / ops.maximum(union, _AREA_SCALE)
+    pairs = valid[:, :, None] * valid[:, None, :]
+    if class_aware:
+        same = ops.cast(labels, "float32")
+        same = ops.cast(same[:, :, None] - same[:, None, :] == 0, "float32")
+        pairs = pairs * same
+    above = np.tril(np.ones((k, k), "float32"), -1)[None]
+    decay_iou = iou * pairs * above
+
+    # 3. Compensation: the largest IoU of each mask with a higher one.
+    compensate = ops.max(decay_iou, axis=-1)[:, None, :]
+
+    # 4. Decay of mask j: the smallest ratio over the masks i above it.
+    if kernel == "gaussian":
+        ratio = ops.exp(-sigma * (ops.square(decay_iou) - ops.square(compensate)))
+    else:
+        ratio = (1.0 - decay_iou) / ops.maximum(1.0 - compensate, 1e-12)
+    decayed = scores * ops.min(ratio, axis=-1)
+
+    # 5. Filter, sort again and keep `max_detections` (the rest rank at -1).
+    keep = valid
+    if filter_threshold > 0:
+        keep = keep * ops.cast(decayed >= filter_threshold, "float32")
+    top_scores, position = top_k(decayed * keep - (1.0 - keep), min(k, max_detections))
+    kept = ops.cast(top_scores >= 0, "int32")
+    out = {
+        "scores": top_scores * ops.cast(kept, "float32"),
+        "labels": (_batch_gather(labels, position) + 1) * kept - 1,
+        "indices": (_batch_gather(order, position) + 1) * kept - 1,
+        "num_detections": ops.sum(kept, axis=1),
+    }
+    for key, value in (("scores", 0.0), ("labels", -1), ("indices", -1)):
+        out[key] = _pad_axis1(out[key], max_detections, value)
+    return out
+
+
+def output_bound(nms, filter_threshold):
+    """The lowest score that a left-out candidate must reach to matter.
+
+    A detection is kept if its score reaches the lowest kept score when all
+    slots are full, or `filter_threshold` when some are empty; a candidate
+    can only lower the scores of candidates ranked below it. So a candidate
+    left out of the computation whose score (or an upper bound of it) is
+    below this value cannot have changed the output.
+    """
+    scores, count = nms["scores"], nms["num_detections"]
+    full = ops.cast(count >= scores.shape[1], "float32")
+    return full * ops.min(scores, axis=-1) + (1.0 - full) * filter_threshold
+
+
+def count_reaching(values, bound, beyond):
+    """`max(#{values >= bound} - beyond, 0)` per batch row (int32)."""
+    reaching = ops.cast(values - bound[:, None] >= 0, "int32")
+    return ops.maximum(ops.sum(reaching, axis=-1) - beyond, 0)
+
+
+def top_k(x, k):
+    """`ops.top_k` over the last axis of `(batch, n)` values `>= -1`.
+
+    LiteRT's GPU accelerator reads the values four at a time and needs `n`
+    to be a multiple of 4 (with other lengths it logs "TopK requires src
+    tensor C dimension to be divisible by 4" and ranks whatever lies past
+    the end). So the values are padded with -2, below every real entry.
+    """
+    extra = -x.shape[-1] % 4
+    if extra:
+        x = ops.concatenate([x, x[:, :extra] * 0.0 - 2.0], axis=-1)
+    values, indices = ops.top_k(x, k)
+    return values, ops.cast(indices, "int32")
+
+
 def _pad_axis1(x, size, value):
     """Pads axis 1 of `x` at the end up to the static length `size`."""
     extra = size - x.shape[1]
@@ -181,65 +308,23 @@ class MatrixNMS(keras.layers.Layer):
             scores = _pad_axis1(scores, 1, 0.0)
             mask_area = _pad_axis1(mask_area, 1, 0.0)
             num = 1
-
-        # 1. Sort (padding last) and keep the `pre_nms_top_k` best.
-        k = self._num_candidates(num)
+        # Padding (label -1) may hold anything, NaN included: zero it.
         valid = labels >= 0
-        _, order = ops.top_k(ops.where(valid, scores, -np.inf), k)
-        order = ops.cast(order, "int32")
-        scores = _batch_gather(scores, order)
-        labels = _batch_gather(labels, order)
-        valid = _batch_gather(valid, order)
-        mask_area = _batch_gather(mask_area, order)
-        masks = _batch_gather(masks, order)
-
-        # 2. Upper-triangular IoU between pairs that may suppress each other.
-        inter = ops.matmul(masks, ops.transpose(masks, (0, 2, 1)))
-        union = mask_area[:, :, None] + mask_area[:, None, :] - inter
-        iou = inter / ops.where(union > 0, union, 1.0)
-        # Padding sorts last, so the upper triangle never lets it suppress a
-        # valid mask; masking its columns also keeps garbage (NaN) padding
-        # masks out of the compensation term.
-        pairs = np.triu(np.ones((k, k), dtype=bool), 1)[None]
-        pairs = ops.logical_and(pairs, valid[:, None, :])
-        if self.class_aware:
-            same_label = ops.equal(labels[:, :, None], labels[:, None, :])
-            pairs = ops.logical_and(pairs, same_label)
-        decay_iou = ops.where(pairs, iou, 0.0)
-
-        # 3. Compensation: row i holds the max IoU of mask i with any
-        # higher-scored mask (the column max).
-        compensate_iou = ops.max(decay_iou, axis=1)[:, :, None]
-
-        # 4. Decay coefficient of column j: min over the rows i.
-        if self.kernel == "gaussian":
-            ratio = ops.exp(
-                -self.sigma * (ops.square(decay_iou) - ops.square(compensate_iou))
-            )
-        else:
-            ratio = (1.0 - decay_iou) / ops.maximum(1.0 - compensate_iou, 1e-12)
-        scores = scores * ops.min(ratio, axis=1)
-
-        # 5. Filter, sort again and keep `max_detections`.
-        keep = valid
-        if self.filter_threshold > 0:
-            keep = ops.logical_and(keep, scores >= self.filter_threshold)
-        num_out = self._num_outputs(num)
-        top_scores, position = ops.top_k(
-            ops.where(keep, scores, -np.inf), min(k, num_out)
+        masks = ops.where(valid[:, :, None], masks, 0.0)
+        scores = ops.where(valid, scores, 0.0)
+        mask_area = ops.where(valid, mask_area, 0.0)
+        return matrix_nms(
+            masks,
+            mask_area,
+            labels,
+            scores,
+            num_candidates=self._num_candidates(num),
+            max_detections=self._num_outputs(num),
+            kernel=self.kernel,
+            sigma=self.sigma,
+            filter_threshold=self.filter_threshold,
+            class_aware=self.class_aware,
         )
-        position = ops.cast(position, "int32")
-        kept = _batch_gather(keep, position)
-        out = {
-            "scores": ops.where(kept, top_scores, 0.0),
-            "labels": ops.where(kept, _batch_gather(labels, position), -1),
-            "indices": ops.where(kept, _batch_gather(order, position), -1),
-        }
-        out["scores"] = _pad_axis1(out["scores"], num_out, 0.0)
-        out["labels"] = _pad_axis1(out["labels"], num_out, -1)
-        out["indices"] = _pad_axis1(out["indices"], num_out, -1)
-        out["num_detections"] = ops.sum(ops.cast(kept, "int32"), axis=1)
-        return out
 
     def compute_output_spec(self, masks, labels, scores, mask_area=None):
         batch = masks.shape[0]

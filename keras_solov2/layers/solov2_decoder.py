@@ -8,7 +8,14 @@ import numpy as np
 from keras import ops
 
 from keras_solov2.layers.live_settings import LiveSettings
-from keras_solov2.layers.matrix_nms import MatrixNMS
+from keras_solov2.layers.matrix_nms import (
+    MatrixNMS,
+    _batch_gather,
+    count_reaching,
+    matrix_nms,
+    output_bound,
+    top_k,
+)
 from keras_solov2.layers.point_nms import point_nms
 from keras_solov2.layers.spatial import resize
 
@@ -34,14 +41,28 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
 
     Steps (mmdetection's `SOLOV2Head._predict_by_feat_single`):
     point NMS on the sigmoid category scores; every (cell, class) pair with
-    score `> score_threshold` is a candidate (at most `max_candidates`, the
-    highest-scored first; `candidates_overflow` counts the rest); its mask is
+    score `> score_threshold` is a candidate; its mask is
     `sigmoid(kernel . mask_features)` at `1 / mask_stride` of the padded
     input, binarised at `mask_threshold`; candidates whose mask area is not
     `> stride` of their level are dropped; scores are multiplied by the
     maskness (mean probability inside the mask); Matrix NMS keeps the best
     `pre_nms_top_k`, decays the scores, keeps those `>= filter_threshold`
     and returns the top `max_detections`.
+
+    Two caps keep the shapes static and the cost small. Masks are computed
+    only for the `max_candidates` highest category scores, and Matrix NMS
+    (whose cost grows with the square of its input) sees the best
+    `pre_nms_top_k` of them. A candidate left out by a cap cannot score
+    more than its category score (the maskness is at most 1 and Matrix NMS
+    only lowers scores), and it can only suppress lower-ranked ones; so it
+    could have changed the output only if that bound reaches the lowest
+    kept score (all `max_detections` slots full) or `filter_threshold`.
+    `candidates_overflow` counts those per image: `0` means the output is
+    exactly that of decoding every candidate (mmdetection's result, whose
+    `nms_pre` is 500). Trained models on ordinary photos have far fewer
+    candidates than the caps; random weights crowd their scores and
+    overflow. Raising the caps costs `max_candidates * E * h * w` and
+    `pre_nms_top_k**2 * h * w` multiply-adds; see docs/inference.md.
 
     With `mask_resolution="original"` (the default, as mmdetection and
     detectron2), the kept probability maps are then upsampled x`mask_stride`
@@ -68,10 +89,10 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
             mask resolution). Defaults to `(8, 8, 16, 32, 32)`.
         score_threshold: float in `[0, 1]`. Defaults to `0.1`.
         mask_threshold: float in `[0, 1]`. Defaults to `0.5`.
-        max_candidates: int >= 1. Cap on candidates before NMS. Defaults to
-            `1000`.
-        pre_nms_top_k: int >= 1. Candidates into Matrix NMS. Defaults to
-            `500`.
+        max_candidates: int >= 1. Candidates whose masks are computed, the
+            highest category scores first. Defaults to `384`.
+        pre_nms_top_k: int >= 1. Candidates into Matrix NMS, the highest
+            scores (after the maskness) first. Defaults to `192`.
         max_detections: int >= 1. Detection slots per image. Defaults to
             `100`.
         nms_kernel: str. `"gaussian"` or `"linear"`. Defaults to `"gaussian"`.
@@ -98,7 +119,9 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         padding last) with:
         - `"labels"`: int32 `(batch, D)`, `-1` for padding;
         - `"scores"`: float32 `(batch, D)`, `0` for padding;
-        - `"num_detections"`, `"candidates_overflow"`: int32 `(batch,)`;
+        - `"num_detections"`: int32 `(batch,)`;
+        - `"candidates_overflow"`: int32 `(batch,)`, the candidates left out
+          by a cap that could have changed the result (`0`: exact);
         - with `mask_resolution="original"`: `"masks"` bool
           `(batch, D, H, W)` at the original size (empty for padding) and
           `"boxes"` float32 `(batch, D, 4)`, the tight `[x1, y1, x2, y2]`
@@ -138,8 +161,8 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         strides=(8, 8, 16, 32, 32),
         score_threshold=0.1,
         mask_threshold=0.5,
-        max_candidates=1000,
-        pre_nms_top_k=500,
+        max_candidates=384,
+        pre_nms_top_k=192,
         max_detections=100,
         nms_kernel="gaussian",
         nms_sigma=2.0,
@@ -216,41 +239,49 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         # Static (cells * classes): the batch may be dynamic under tf.function.
         flat = ops.reshape(scores, (-1, num_cells * num_classes))
         k = min(self.max_candidates, flat.shape[1])
-        top_scores, top_index = ops.top_k(flat, k=k, sorted=True)
-        valid = top_scores > self.score_threshold
-        overflow = ops.maximum(
-            ops.sum(ops.cast(flat > self.score_threshold, "int32"), axis=1) - k, 0
-        )
+        top_scores, top_index = top_k(flat, k)
+        valid = ops.cast(top_scores > self.score_threshold, "float32")
         cells = top_index // num_classes
-        labels = top_index % num_classes
-        cand_kernels = ops.take_along_axis(
-            ops.cast(kernels, "float32"), ops.expand_dims(cells, -1), axis=1
-        )
+        labels = top_index - cells * num_classes
+        cand_kernels = _batch_gather(ops.cast(kernels, "float32"), cells)
         features = ops.reshape(
             ops.cast(mask_features, "float32"), (batch, -1, ops.shape(mask_features)[3])
         )
-        probs = ops.sigmoid(ops.einsum("bne,bpe->bnp", cand_kernels, features))
+        probs = ops.sigmoid(
+            ops.matmul(cand_kernels, ops.transpose(features, (0, 2, 1)))
+        )  # (batch, k, h * w)
         binary = ops.cast(probs > self.mask_threshold, "float32")
-        area = ops.sum(binary, axis=-1)
-        cell_strides = np.concatenate(
-            [
-                np.full(s * s, st, "float32")
-                for s, st in zip(self.num_grids, self.strides, strict=True)
-            ]
+        area = _mask_sum(binary, h, w)
+        valid = valid * ops.cast(
+            area > _cell_strides(cells, self.num_grids, self.strides), "float32"
         )
-        stride = ops.take(ops.convert_to_tensor(cell_strides), cells)
-        valid = ops.logical_and(valid, area > stride)
-        maskness = ops.sum(probs * binary, axis=-1) / ops.maximum(area, 1.0)
-        scores = ops.where(valid, top_scores * maskness, 0.0)
-        labels = ops.where(valid, labels, -1)
-        nms = self.matrix_nms(binary, labels, scores, mask_area=area)
+        maskness = _mask_sum(probs * binary, h, w) / ops.maximum(area, 1.0)
+        scores = top_scores * maskness * valid
+        labels = (labels + 1) * ops.cast(valid, "int32") - 1
+        nms = matrix_nms(
+            binary,
+            area,
+            labels,
+            scores,
+            num_candidates=self.pre_nms_top_k,
+            max_detections=self.max_detections,
+            kernel=self.nms_kernel,
+            sigma=self.nms_sigma,
+            filter_threshold=self.filter_threshold,
+        )
         keep = nms["indices"]
-        kept = keep >= 0
-        kept_probs = ops.take_along_axis(
-            probs, ops.expand_dims(ops.maximum(keep, 0), -1), axis=1
-        )
-        kept_probs = ops.where(ops.expand_dims(kept, -1), kept_probs, 0.0)
+        kept = ops.cast(keep >= 0, "float32")
+        kept_probs = _batch_gather(probs, ops.maximum(keep, 0)) * kept[:, :, None]
         kept_probs = ops.reshape(kept_probs, (-1, keep.shape[1], h, w))
+        # Candidates that a cap left out and that could have changed the
+        # output (see `output_bound`): not decoded (their category score
+        # bounds their score), or decoded but beyond `pre_nms_top_k`.
+        bound = output_bound(nms, self.filter_threshold)
+        candidates = ops.cast(flat > self.score_threshold, "float32")
+        overflow = count_reaching(flat * candidates - (1.0 - candidates), bound, k)
+        overflow = overflow + count_reaching(
+            scores * valid - (1.0 - valid), bound, min(self.pre_nms_top_k, k)
+        )
         if self.mask_resolution == "features":
             results = {
                 "mask_probs": kept_probs,
@@ -390,6 +421,30 @@ def masks_to_boxes(masks):
 
 
 # ------------------------------------------------------------- internals
+def _mask_sum(x, h, w):
+    """Sum over the `h * w` pixels of `(batch, k, h * w)`: rows, then columns.
+
+    Two short sums instead of one long one: on a GPU computing in float16
+    each partial sum stays exact (a row of 0/1 pixels up to 2048 wide) and
+    none stalls where float16 stops counting in ones.
+    """
+    rows = ops.sum(ops.reshape(x, (-1, x.shape[1], h, w)), axis=-1)
+    return ops.sum(rows, axis=-1)
+
+
+def _cell_strides(cells, num_grids, strides):
+    """The stride of each cell's level, from its index: arithmetic only."""
+    cells = ops.cast(cells, "float32")
+    stride = ops.zeros_like(cells) + float(strides[0])
+    start = 0
+    for grid, previous, current in zip(num_grids, strides, strides[1:], strict=False):
+        start += grid * grid
+        if current != previous:
+            step = ops.cast(cells >= start, "float32")
+            stride = stride + step * float(current - previous)
+    return stride
+
+
 def _paste(mask_probs, resized_size, original_size, *args):
     """`(masks, boxes)` at the original size, piece by piece (see paste_masks)."""
     if keras.backend.backend() == "jax" and not _is_jax_tracer(mask_probs):
@@ -471,16 +526,25 @@ def _piece_to_original(probs, mask_stride, resized_size, original_size, threshol
 
 
 def _occupancy_boxes(rows, cols):
-    """Boxes from bool row `(..., H)` and column `(..., W)` occupancy."""
-    rows, cols = ops.cast(rows, "int32"), ops.cast(cols, "int32")
-    height, width = ops.shape(rows)[-1], ops.shape(cols)[-1]
-    nonempty = ops.max(rows, axis=-1) > 0
-    y1 = ops.argmax(rows, axis=-1)
-    y2 = height - ops.argmax(ops.flip(rows, axis=-1), axis=-1)
-    x1 = ops.argmax(cols, axis=-1)
-    x2 = width - ops.argmax(ops.flip(cols, axis=-1), axis=-1)
-    boxes = ops.cast(ops.stack([x1, y1, x2, y2], axis=-1), "float32")
-    return ops.where(ops.expand_dims(nonempty, -1), boxes, 0.0)
+    """Boxes from bool row `(..., H)` and column `(..., W)` occupancy.
+
+    The first and last occupied index as a max over the last axis, in float
+    arithmetic (exact; no argmax, flip or int32 broadcast, which LiteRT's
+    GPU accelerator compiles to an invalid WebGPU shader).
+    """
+    y1, y2, nonempty = _first_and_last(rows)
+    x1, x2, _ = _first_and_last(cols)
+    return ops.stack([x1, y1, x2, y2], axis=-1) * nonempty[..., None]
+
+
+def _first_and_last(occupied):
+    """`(first, last + 1, any)` of the set entries along the last axis."""
+    occupied = ops.cast(occupied, "float32")
+    length = occupied.shape[-1] or ops.shape(occupied)[-1]
+    index = ops.cast(ops.arange(1, length + 1, dtype="int32"), "float32")
+    last = ops.max(occupied * index, axis=-1)
+    first = ops.max(occupied * (ops.cast(length + 1, "float32") - index), axis=-1)
+    return ops.cast(length, "float32") - first, last, ops.cast(last > 0, "float32")
 
 
 def _fill_pieces(num_pieces, piece, k, masks_shape):
@@ -564,7 +628,9 @@ def _tensorflow_without_xla():
 
 def _feature_boxes(masks, mask_stride, resized_size, original_size):
     """Boxes of feature-resolution masks in original-image pixels."""
-    boxes = masks_to_boxes(masks) * float(mask_stride)
+    masks = ops.cast(masks, "float32")
+    rows, cols = ops.max(masks, axis=-1), ops.max(masks, axis=-2)
+    boxes = _occupancy_boxes(rows, cols) * float(mask_stride)
     resized = [ops.cast(v, "float32") for v in resized_size]
     original = [ops.cast(v, "float32") for v in original_size]
     limit = ops.stack([resized[1], resized[0], resized[1], resized[0]])
