@@ -15,6 +15,7 @@ from conftest import run_on_jax, tiny_model
 from keras import ops
 
 from keras_solov2.layers import SOLOv2Decoder
+from keras_solov2.layers.point_nms import point_nms
 from keras_solov2.layers.solov2_decoder import masks_to_boxes, paste_masks
 from keras_solov2.layers.spatial import resize
 
@@ -405,3 +406,43 @@ JAX_SCRIPT = textwrap.dedent(
 @pytest.mark.jax
 def test_same_masks_on_jax_eager_and_jit():
     assert "JAX-DECODER-OK" in run_on_jax(JAX_SCRIPT)
+
+
+def test_candidates_overflow_is_zero_exactly_when_the_caps_changed_nothing():
+    """The caps' certificate against decoding every candidate.
+
+    Over random images and caps: wherever `candidates_overflow` is 0, the
+    capped decoder's detections equal the uncapped ones; the caps do cut
+    candidates in some of those images (the bound is not just "no cap
+    reached"), and elsewhere they change the result, which is then flagged.
+    """
+    everything = decoder(
+        max_candidates=60, pre_nms_top_k=60, mask_resolution="features"
+    )
+    exact_despite_cut = changed = 0
+    for seed in range(12):
+        inputs = dense_outputs(seed=seed)
+        sizes = sized((32, 40), (32, 40))
+        want = numpy_dict(everything(*inputs, **sizes))
+        assert (want["candidates_overflow"] == 0).all()
+        scores = point_nms(ops.sigmoid(inputs[0]), GRIDS)
+        above = (np.asarray(scores) > 0.1).sum(axis=(1, 2))
+        for caps in ((4, 3), (8, 4), (16, 6), (24, 12)):
+            layer = decoder(
+                max_candidates=caps[0],
+                pre_nms_top_k=caps[1],
+                mask_resolution="features",
+            )
+            got = numpy_dict(layer(*inputs, **sizes))
+            for b in range(2):
+                same = (
+                    np.array_equal(got["labels"][b], want["labels"][b])
+                    and np.allclose(got["scores"][b], want["scores"][b], atol=1e-6)
+                    and np.allclose(got["mask_probs"][b], want["mask_probs"][b])
+                )
+                if got["candidates_overflow"][b] == 0:
+                    assert same, (seed, caps, b)
+                    exact_despite_cut += int(above[b] > caps[1])
+                changed += int(not same)
+    assert exact_despite_cut >= 3, exact_despite_cut
+    assert changed >= 3, changed
