@@ -244,16 +244,20 @@ def main(argv=None):
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(arguments)
-    with warnings.catch_warnings():
-        warnings.showwarning = functools.partial(_show_warning, args.command)
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = functools.partial(_format_warning, args.command)
+    try:
         status = _run_reporting_errors(args)
+    finally:
+        warnings.formatwarning = format_warning
     gc.collect()  # the pipelines held by cycles of the failed frames
     return status
 
 
 def _run_reporting_errors(args):
-    """`run(args)`'s status: 2 with one line for a user error, 1 with the
-    traceback for anything else, 130 on Ctrl+C."""
+    """`run(args)`'s status: 2 with one line for a user error (its
+    traceback with --verbose), 1 with the traceback for anything else, 130
+    on Ctrl+C."""
     try:
         return run(args)
     except SystemExit:
@@ -263,8 +267,7 @@ def _run_reporting_errors(args):
         return 130
     except USER_ERRORS as error:
         if args.verbose:
-            traceback.print_exc()
-            return 2
+            raise
         print(
             f"keras-solov2 {args.command}: error: {type(error).__name__}: "
             f"{_first_line(error)} (--verbose shows the traceback)",
@@ -285,12 +288,9 @@ def _first_line(error):
     return message
 
 
-def _show_warning(command, message, category, filename, lineno, file=None, line=None):
+def _format_warning(command, message, category, filename, lineno, line=None):
     """A warning as one line that names the command, in the user's flags."""
-    print(
-        f"keras-solov2 {command}: warning: {_first_line(message)}",
-        file=sys.stderr if file is None else file,
-    )
+    return f"keras-solov2 {command}: warning: {_first_line(message)}\n"
 
 
 def _add_on_invalid(parser, what):
