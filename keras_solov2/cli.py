@@ -304,7 +304,9 @@ def _add_on_invalid(parser, what):
 
 
 def build_parser():
+    from keras_solov2.export.tflite import QUANTIZATIONS
     from keras_solov2.models.solov2_presets import ARCHITECTURES
+    from keras_solov2.optimizers import DEFAULT_SCHEDULE, SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog="keras-solov2", description="SOLOv2 for Keras 3."
@@ -342,13 +344,15 @@ def build_parser():
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="train at this one keep-ratio scale (default: the official "
-        "multi-scale training at the model's test scale)",
+        help="train at this one keep-ratio scale (default: the model's "
+        "train_scales, its preset's official multi-scale training)",
     )
     trainer.add_argument(
         "--lr", type=float, help="learning rate (default 0.01 x batch size / 16)"
     )
-    trainer.add_argument("--schedule", choices=("1x", "3x"), default="1x")
+    trainer.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), default=DEFAULT_SCHEDULE
+    )
     trainer.add_argument("--warmup-steps", type=int, default=500)
     _add_on_invalid(
         trainer, "an invalid annotation or image file (all are checked first)"
@@ -414,7 +418,7 @@ def build_parser():
         help="ONNX opset of the .onnx: 17 (default, TensorRT 8.5+) or 18",
     )
     exporter.add_argument(
-        "--quantization", choices=("float16", "dynamic_int8", "int8"), default=None
+        "--quantization", choices=[q for q in QUANTIZATIONS if q], default=None
     )
     exporter.add_argument(
         "--calibration-images",
