@@ -63,10 +63,11 @@ def test_android_doc_matches_an_exported_model(tmp_path):
     outputs = signature["serving_default"]["outputs"]
     assert [r["name"] for r in rows if r["kind"] == "output"] == outputs
     picks = re.findall(r"val (\w+)Out = outputs\[(\d)\]", text)
-    assert len(picks) == 5, picks
+    assert len(picks) == 6, picks
     for variable, name in picks:
         wanted = {
             "boxes": "boxes",
+            "alpha": "input_masks",
             "labels": "labels",
             "masks": "masks",
             "count": "num_detections",

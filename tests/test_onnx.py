@@ -33,9 +33,10 @@ SLOTS = 100  # the tiny model's max_detections
 # masks are at stride 4 of the 60 x 90 input padded to 64 x 96.
 SHAPES = {"masks": (1, SLOTS, 16, 24), "labels": (1, SLOTS), "scores": (1, SLOTS),
           "boxes": (1, SLOTS, 4), "num_detections": (1,),
-          "candidates_overflow": (1,)}  # fmt: skip
-FLOATS = ("masks", "scores", "boxes")  # the others are int32
-CONTRACT = {k: (v, np.float32 if k in FLOATS else np.int32) for k, v in SHAPES.items()}
+          "candidates_overflow": (1,), "input_masks": (1, 16, 60, 90)}  # fmt: skip
+DTYPES = {"masks": np.float32, "scores": np.float32, "boxes": np.float32,
+          "input_masks": np.uint8}  # fmt: skip
+CONTRACT = {k: (v, DTYPES.get(k, np.int32)) for k, v in SHAPES.items()}
 
 
 def run_onnx(path, image):

@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
+from keras_solov2.layers.spatial import resize
 from keras_solov2.utils import image_geometry
 
 # The `.tflite` outputs (the contract in docs/android.md), in this order.
@@ -19,7 +20,11 @@ OUTPUT_NAMES = (
     "boxes",
     "num_detections",
     "candidates_overflow",
+    "input_masks",
 )
+# Detections whose masks the file also returns at the input size, as uint8:
+# all that an app has to do with them is read them (docs/android.md).
+INPUT_MASK_SLOTS = 16
 # The dense body's outputs (`include_postprocessing=False`).
 BODY_OUTPUT_NAMES = ("category_logits", "kernels", "mask_features")
 INPUT_NAME = "image"
@@ -106,9 +111,33 @@ def fixed_size_function(model, image_size, include_postprocessing=True):
             original_size=(height, width),
         )
         detections["masks"] = detections.pop("mask_probs")
+        detections["input_masks"] = input_masks(
+            detections["masks"],
+            (height, width),
+            decoder.mask_threshold,
+            decoder.mask_stride,
+        )
         return {name: detections[name] for name in OUTPUT_NAMES}
 
     return serve
+
+
+def input_masks(mask_probs, image_size, mask_threshold, mask_stride):
+    """The first `INPUT_MASK_SLOTS` masks at the input size, uint8 0 or 255.
+
+    `paste_masks` for an image that is the input itself (upsampled
+    x`mask_stride`, cropped to the unpadded input, thresholded), for the
+    top-scored slots only: on a GPU it costs less than reading the stride-4
+    probabilities back and upsampling them on the host.
+    """
+    slots = min(INPUT_MASK_SLOTS, mask_probs.shape[1])
+    h, w = mask_probs.shape[2], mask_probs.shape[3]
+    x = ops.transpose(mask_probs[:, :slots], (0, 2, 3, 1))
+    x = resize(x, (h * mask_stride, w * mask_stride), "bilinear")
+    x = ops.transpose(x[:, : image_size[0], : image_size[1], :], (0, 3, 1, 2))
+    # 0 or 255: an alpha mask, drawn as it is (Android's ALPHA_8 bitmaps,
+    # Pillow's "L" masks).
+    return ops.cast(ops.cast(x > mask_threshold, "float32") * 255.0, "uint8")
 
 
 def any_size_function(model):

@@ -45,11 +45,18 @@ def tflite(
     - `labels`: int32 `(1, D)`, `-1` for empty slots;
     - `scores`: float32 `(1, D)`, `0` for empty slots;
     - `boxes`: float32 `(1, D, 4)`, `[x1, y1, x2, y2]` in input pixels;
-    - `num_detections`, `candidates_overflow`: int32 `(1,)`.
+    - `num_detections`: int32 `(1,)`;
+    - `candidates_overflow`: int32 `(1,)`, the candidates that the
+      decoder's caps left out and that could have changed the result
+      (`0`: exact);
+    - `input_masks`: uint8 `(1, min(D, 16), H, W)`, the first 16 slots'
+      masks upsampled to the input, 255 inside and 0 outside: what an app
+      draws, with no work of its own (`masks` for the later slots).
 
-    With `include_postprocessing=False` the file holds the dense body only
-    (outputs `category_logits`, `kernels`, `mask_features`), the part that
-    LiteRT's GPU accelerator runs whole.
+    Every op of the file compiles on LiteRT's GPU accelerator alone
+    (docs/android.md). With `include_postprocessing=False` the file holds
+    the dense body only (outputs `category_logits`, `kernels`,
+    `mask_features`).
 
     Beside the file, `model.tflite.json` (its name plus `.json`) holds what the app
     needs and the tensors do not say: the class names and COCO category
