@@ -1,15 +1,20 @@
-"""The README's Python examples run, as written, on the bundled COCO images.
+"""The examples of README.md and docs/ run, as written, on the bundled images.
 
-The ```python blocks of README.md run in order in one namespace (as a reader
-runs them one after the other), and so do the `keras-solov2 ...` lines of its
-```bash blocks (through `keras_solov2.cli.main`), in a folder
+Each page's ```python blocks (README.md, then every docs/*.md) run in order in
+one namespace per page (as a reader runs them one after the other), and so
+do the `keras-solov2 ...` lines of its ```bash blocks (through
+`keras_solov2.cli.main`), in a folder
 holding `annotations.json` and `images/` (the five COCO 2017 images of
 tests/fixtures/coco_mini with their original annotations, portrait photos
 added by transposing two of them). Only the substitutions below are applied,
 each one must match, and every block that cannot run here must be listed in
-`NOT_RUN` with the reason, so that an example cannot rot silently.
+`NOT_RUN` (never run here) or `SLOW_ONLY` (run by `make test-slow`) with
+the reason, by a line it holds, so that an example cannot rot silently. The
+test prints each skipped block with its reason (`pytest -s` shows them), and
+checks that every marker still matches a block.
 """
 
+import glob
 import json
 import os
 import re
@@ -32,7 +37,11 @@ SUBSTITUTIONS = [
         "no network in tests: the official weights cannot be downloaded",
     ),
     (r"steps_per_epoch=1000", "steps_per_epoch=1", "one step is enough to run"),
-    (r"epochs=epochs\)", "epochs=1)", "one epoch"),
+    (
+        r"steps_per_epoch=10, epochs=2",
+        "steps_per_epoch=1, epochs=1",
+        "one step is enough to run",
+    ),
     (r"batch_size=8", "batch_size=2", "a small batch on 2 CPU cores"),
     (
         r"jit_compile=True",
@@ -50,9 +59,47 @@ SUBSTITUTIONS += [
     (r"/data/coco_train", "coco_train", "shards in the test folder"),
     (r"--shards 64", "--shards 2", "seven images make two shards"),
     (r" \[--skip-invalid\]", "", "an optional flag, shown in brackets"),
+    (
+        r"--model light_r18_coco",
+        "--model light_r18",
+        "no network in tests: random init instead of the official weights",
+    ),
 ]
-# Blocks that need files a test machine does not have, by a line they hold.
+# Blocks that need files, network or devices a test machine does not have,
+# or that do not end, by a line they hold.
 NOT_RUN = {
+    "examples/demo.py --steps 300": (
+        "installs a fresh venv and trains for minutes; tests/test_demo.py runs "
+        "the demo, tests/test_workflow_cli.py runs predict and export"
+    ),
+    "export light_r18_coco": (
+        "exports the official COCO weights, which need network; "
+        "tests/test_export.py and tests/test_onnx.py export tiny models"
+    ),
+    "keras-solov2 web solov2.tflite": (
+        "serves until stopped; tests/test_web.py serves the page (slow)"
+    ),
+    'keras_solov2.export.onnx(model, "solov2_light.onnx"': (
+        "needs the official COCO weights (network); tests/test_onnx.py"
+    ),
+    "import onnxruntime as ort": (
+        "needs an exported file and a photo; tests/test_onnx.py runs ONNX Runtime"
+    ),
+    "tf.distribute.MirroredStrategy()": (
+        "COCO 2017 on N GPUs; tests/test_distribute.py fits on 2 logical CPUs"
+    ),
+    'os.environ["KERAS_BACKEND"] = "jax"': (
+        "switches the backend of a running process; tests/test_jax_*.py run "
+        "JAX in subprocesses"
+    ),
+    "export TF_CONFIG": "needs two machines; tests/test_distribute.py (slow)",
+    "strategy = tf.distribute.MultiWorkerMirroredStrategy()": (
+        "needs two machines and gs:// shards; tests/test_distribute.py (slow)"
+    ),
+    "jax.distributed.initialize(coordinator_address": "needs two hosts",
+    'DeviceMesh((4, 2), ("batch", "model")': (
+        "needs 8 devices; tests/test_jax_distribution.py shards on 2"
+    ),
     "keras-solov2 convert solov2_r50": (
         "needs an official checkpoint; tests/test_convert_and_presets.py converts "
         "one written by the tests"
@@ -84,15 +131,27 @@ SLOW_ONLY = {
 }
 
 
-def readme_blocks():
+def pages():
+    """README.md, then every page of the documentation site."""
+    return ["README.md"] + sorted(
+        os.path.relpath(path, ROOT)
+        for path in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    )
+
+
+def page_blocks(page):
     """(language, code) of every ```python and ```bash block, in order."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, page)) as f:
         text = f.read()
     return re.findall(r"```(python|bash)\n(.*?)```", text, flags=re.S)
 
 
+def all_blocks():
+    return [block for page in pages() for block in page_blocks(page)]
+
+
 def python_blocks():
-    return [code for language, code in readme_blocks() if language == "python"]
+    return [code for language, code in all_blocks() if language == "python"]
 
 
 def run_commands(block):
@@ -167,9 +226,10 @@ def prepared(block, include_slow=True):
 
 
 def test_substitutions_and_skips_still_match_the_readme():
+    assert "docs/inference.md" in pages() and "docs/export.md" in pages()
     blocks = python_blocks()
     assert len(blocks) >= 3
-    text = "\n".join(code for _, code in readme_blocks())
+    text = "\n".join(code for _, code in all_blocks())
     for pattern, _, why in SUBSTITUTIONS:
         assert re.search(pattern, text), f"substitution no longer matches ({why})"
     for marker in [*NOT_RUN, *SLOW_ONLY]:
@@ -191,22 +251,31 @@ def run_readme(tmp_path, monkeypatch, include_slow):
     data = make_data_folder(str(tmp_path))
     assert any(i["height"] > i["width"] for i in data["images"])  # portraits
     monkeypatch.chdir(tmp_path)
-    ran, commands, namespace = 0, 0, {"__name__": "readme"}
-    for number, (language, block) in enumerate(readme_blocks()):
-        code, reason = prepared(block, include_slow)
-        if code is None:
-            print(f"README block {number} not run: {reason}")
-            continue
-        start = time.perf_counter()
-        try:
-            if language == "bash":
-                commands += run_commands(code)
+    ran, commands = 0, 0
+    for page in pages():
+        namespace = {"__name__": "docs"}  # one namespace per page
+        for number, (language, block) in enumerate(page_blocks(page)):
+            where = f"{page} {language} block {number}"
+            code, reason = prepared(block, include_slow)
+            if code is None:
+                print(f"{where} not run: {reason}")
                 continue
-            exec(compile(code, f"README.md python block {number}", "exec"), namespace)
-        except Exception as error:
-            raise AssertionError(
-                f"README {language} block {number} failed:\n{code}"
-            ) from error
-        print(f"README block {number} ran in {time.perf_counter() - start:.1f} s")
-        ran += 1
-    assert ran >= 3 and commands >= 1
+            start = time.perf_counter()
+            try:
+                if language == "bash":
+                    commands += run_commands(code)
+                    continue
+                exec(compile(code, where, "exec"), namespace)
+            except Exception as error:
+                raise AssertionError(f"{where} failed:\n{code}") from error
+            print(f"{where} ran in {time.perf_counter() - start:.1f} s")
+            ran += 1
+    assert ran >= 8 and commands >= 1
+
+
+def test_readme_is_a_front_door():
+    """At most 150 lines, starting with the two commands for a fresh clone."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = f.read().splitlines()
+    assert len(lines) <= 150, len(lines)
+    assert lines[3].startswith("make demo") and lines[4].startswith("make test")
