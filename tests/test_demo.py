@@ -35,3 +35,12 @@ def test_demo_trains_the_steps_asked_and_reports(tmp_path, capsys):
     assert "trained 3 steps (24 images)" in printed
     for name in ("predictions.png", "solov2_shapes.keras"):
         assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_the_default_steps_are_fixed_and_documented():
+    """`make demo` trains DEFAULT_STEPS on every machine; the docs say how many."""
+    assert demo.DEFAULT_STEPS == 5400
+    steps = f"{demo.DEFAULT_STEPS:,}"
+    for page in ("README.md", os.path.join("docs", "demo.md")):
+        with open(os.path.join(ROOT, page)) as f:
+            assert f"{steps} steps" in f.read(), page
