@@ -3,6 +3,7 @@
     python benchmarks/postprocessing.py speed [--models light_r18] [--runs 5]
     python benchmarks/postprocessing.py gpu [--models light_r18 r50]
     python benchmarks/postprocessing.py app [--runs 20]
+    python benchmarks/postprocessing.py fp16 MODEL.keras ANNOTATIONS IMAGES
 
 `speed`: for each model at its default export size (448x608 for the light
 models, 800x1088 for the full ones), the float32 end-to-end `.tflite` and
@@ -24,10 +25,17 @@ examples/tflite_predict.py, for 10 kept detections of a 480x640 frame
 letterboxed to 448x608, against upsampling the stride-4 probabilities on
 the host (the only way before `input_masks`).
 
+`fp16`: a trained model (the demo's `demo_output/solov2_shapes.keras` on its
+validation split) exported at its images' size: COCO mask AP of the file in
+the CPU interpreter, and on LiteRT's GPU accelerator alone in float32 and
+in float16 (as on a phone), the same letterbox and mask paste around each
+(`keras_solov2.export.LiteRTPredictor`).
+
 Each prints a markdown table and writes JSON under `--output`.
 """
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -225,6 +233,89 @@ def app(args):
     report(args, "postprocessing_app", rows, lines)
 
 
+def fp16(args):
+    import keras
+
+    from keras_solov2 import export
+    from keras_solov2.data import CocoDataset
+    from keras_solov2.evaluation import evaluate_model, load_image
+    from keras_solov2.layers import SOLOv2Decoder
+
+    model = keras.saving.load_model(args.model)
+    # The decoder's current caps, whatever the file was saved with.
+    defaults = inspect.signature(SOLOv2Decoder).parameters
+    model.max_candidates = defaults["max_candidates"].default
+    model.pre_nms_top_k = defaults["pre_nms_top_k"].default
+    dataset = CocoDataset(args.annotations, args.images)
+    images = [
+        load_image(os.path.join(args.images, dataset.image_record(i)["file_name"]))
+        for i in range(len(dataset))
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.tflite(
+            model, os.path.join(tmp, "m.tflite"), image_size=images[0].shape[:2]
+        )
+        size = export.LiteRTPredictor(path).image_size
+        canvases = np.stack([export.letterbox(i, size)[0][None] for i in images])
+        np.save(os.path.join(tmp, "canvases.npy"), canvases)
+        for accelerator, precision in (
+            ("cpu", "fp32"),
+            ("gpu", "fp32"),
+            ("gpu", "fp16"),
+        ):
+            out = os.path.join(tmp, f"{accelerator}-{precision}.npz")
+            subprocess.run(
+                [
+                    sys.executable,
+                    os.path.join(ROOT, "tests", "litert_run.py"),
+                    path,
+                    accelerator,
+                    os.path.join(tmp, "canvases.npy"),
+                    out,
+                    precision,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=3600,
+            )
+            outputs = dict(np.load(out))
+            full = bool(outputs.pop("fully_accelerated"))
+            by_canvas = {
+                canvases[i].tobytes(): {k: v[i] for k, v in outputs.items()}
+                for i in range(len(images))
+            }
+
+            class Precomputed(export.LiteRTPredictor):
+                def run(self, canvas, table=by_canvas):
+                    return table[np.asarray(canvas, np.uint8)[None].tobytes()]
+
+            stats = evaluate_model(
+                Precomputed(path), args.annotations, args.images, progress=False
+            )
+            row = {
+                "runtime": f"{accelerator} {precision}",
+                "fully_accelerated": full,
+                "AP": stats["AP"],
+                "AP50": stats["AP50"],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    base = rows[0]["AP"]
+    lines = [
+        f"{args.model} on {len(images)} images of {args.images}; "
+        "the same .tflite (float32 weights) on each runtime.",
+        "",
+        "| runtime | fully accelerated | mask AP | AP50 | AP - CPU's |",
+        "|---|---|---|---|---|",
+    ] + [
+        f"| {r['runtime']} | {r['fully_accelerated']} | {r['AP']:.4f} | "
+        f"{r['AP50']:.4f} | {r['AP'] - base:+.4f} |"
+        for r in rows
+    ]
+    report(args, "postprocessing_fp16", rows, lines)
+
+
 def report(args, stem, rows, lines):
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, f"{stem}.json"), "w") as f:
@@ -238,7 +329,10 @@ def report(args, stem, rows, lines):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("speed", "gpu", "app"))
+    parser.add_argument("mode", choices=("speed", "gpu", "app", "fp16"))
+    parser.add_argument("model", nargs="?", help="fp16: a trained .keras file")
+    parser.add_argument("annotations", nargs="?", help="fp16: COCO json")
+    parser.add_argument("images", nargs="?", help="fp16: the image folder")
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
@@ -248,7 +342,9 @@ def main():
         args.models = ["light_r18", "r50"] if args.mode == "gpu" else ["light_r18"]
     if args.runs is None:
         args.runs = 20 if args.mode == "app" else 5
-    {"speed": speed, "gpu": gpu, "app": app}[args.mode](args)
+    if args.mode == "fp16" and not (args.model and args.annotations and args.images):
+        parser.error("fp16 needs MODEL.keras ANNOTATIONS IMAGES")
+    {"speed": speed, "gpu": gpu, "app": app, "fp16": fp16}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     python tests/litert_run.py MODEL.tflite {gpu,gpu+cpu,cpu} INPUT.npy OUT.npz [fp32]
 
+INPUT.npy holds one input, or a stack of them (one more leading axis; the
+outputs are then stacked the same way).
 Imports only numpy and ai_edge_litert: with TensorFlow in the same process
 the GPU accelerator segfaulted, and a refused graph can abort the process.
 With `fp32` the GPU computes in float32 (`GpuOptions(enforce_f32=True)`);
@@ -40,16 +42,26 @@ def main(model_path, accelerator, input_path, output_path, precision="fp16"):
     index = model.get_signature_index(signature)
     inputs = model.create_input_buffers(index)
     outputs = model.create_output_buffers(index)
-    inputs[0].write(np.load(input_path))
-    model.run_by_index(index, inputs, outputs)
     details = model.get_output_tensor_details(signature)
     names = model.get_signature_list()[signature]["outputs"]
+    images = np.load(input_path)
+    # A stack of inputs (one more axis) runs one after the other.
+    batch = images if images.ndim == 5 else images[None]
+    runs = []
+    for image in batch:
+        inputs[0].write(image)
+        model.run_by_index(index, inputs, outputs)
+        run = {}
+        for name, buffer in zip(names, outputs, strict=True):
+            shape = tuple(details[name]["shape"])
+            dtype = np.dtype(details[name]["dtype"])
+            values = buffer.read(int(np.prod(shape)), dtype)
+            run[name] = np.asarray(values).reshape(shape)
+        runs.append(run)
     results = {"fully_accelerated": np.asarray(model.is_fully_accelerated())}
-    for name, buffer in zip(names, outputs, strict=True):
-        shape = tuple(details[name]["shape"])
-        dtype = np.dtype(details[name]["dtype"])
-        values = buffer.read(int(np.prod(shape)), dtype)
-        results[name] = np.asarray(values).reshape(shape)
+    for name in names:
+        stacked = np.stack([run[name] for run in runs])
+        results[name] = stacked if images.ndim == 5 else stacked[0]
     np.savez(output_path, **results)
 
 
