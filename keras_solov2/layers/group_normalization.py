@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+_SCALE = 1.0 / 16.0
+
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
 class GroupNormalization4D(keras.layers.Layer):
@@ -52,9 +54,16 @@ class GroupNormalization4D(keras.layers.Layer):
         x = ops.reshape(
             x, (-1, shape[1] * shape[2], self.groups, channels // self.groups)
         )
-        mean = ops.mean(x, axis=(1, 3), keepdims=True)
+        # The sums behind both means run over H * W * C / G values. A GPU
+        # computing in float16 (LiteRT's default) overflows them past 65504
+        # for a trained model's activations, so they are taken of values
+        # scaled by 1/16 (1/256 for the squares) and scaled back: exact in
+        # float32, where a power of two only moves the exponent.
+        mean = ops.mean(x * _SCALE, axis=(1, 3), keepdims=True) / _SCALE
         centered = x - mean
-        variance = ops.mean(ops.square(centered), axis=(1, 3), keepdims=True)
+        variance = ops.mean(
+            ops.square(centered * _SCALE), axis=(1, 3), keepdims=True
+        ) / (_SCALE * _SCALE)
         x = centered * ops.rsqrt(variance + self.epsilon)
         x = ops.reshape(x, shape)
         x = x * ops.cast(self.gamma, x.dtype) + ops.cast(self.beta, x.dtype)

@@ -434,8 +434,8 @@ def _mask_sum(x, h, w):
 
 def _cell_strides(cells, num_grids, strides):
     """The stride of each cell's level, from its index: arithmetic only."""
-    cells = ops.cast(cells, "float32")
-    stride = ops.zeros_like(cells) + float(strides[0])
+    # Compared as int32: float16 holds cell indices only up to 2048.
+    stride = ops.cast(cells >= 0, "float32") * float(strides[0])
     start = 0
     for grid, previous, current in zip(num_grids, strides, strides[1:], strict=False):
         start += grid * grid
