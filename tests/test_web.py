@@ -478,8 +478,8 @@ def test_page_on_webgpu_gives_the_interpreters_detections(
         state = page.evaluate("window.solov2")
         assert state["state"] == "ready", state["error"]
         assert state["backend"] == "webgpu", state["backendDetail"]
-        # The decoder's int64 and index ops stay on XNNPACK (JSPI partitions).
-        assert not state["fullyAccelerated"]
+        # Every op, the post-processing included, on the GPU.
+        assert state["fullyAccelerated"], state["backendDetail"]
         assert "WebGPU" in page.inner_text("#backend")
         result = run_image(page, COCO_IMAGE)
         assert page.evaluate("window.solov2.state") == "done", page.evaluate(
