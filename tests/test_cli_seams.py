@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 
 import keras
 import pytest
@@ -335,6 +336,9 @@ def test_a_failed_download_leaves_no_output_folder(data, tmp_path, capsys, monke
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # no network
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
+    # urlopen's global opener reads the proxies once, when first built: let
+    # it be built (with the dead proxy) only for this test.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     output = tmp_path / "run"
     assert cli.main(["train", str(tmp_path / "good.json"), images,
                      "--output", str(output)]) == 2  # fmt: skip
