@@ -82,6 +82,28 @@ def runner(path, threads):
     return interpreter.get_signature_runner("serving_default")
 
 
+def compiled_outputs(path, accelerator, inputs, out, precision):
+    """`tests/litert_run.py`'s outputs: LiteRT's CompiledModel in a process
+    without TensorFlow (with both loaded, the GPU accelerator segfaulted)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "litert_run.py"),
+            path,
+            accelerator,
+            inputs,
+            out,
+            precision,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{path} on {accelerator} failed:\n{result.stderr[-3000:]}")
+    return dict(np.load(out))
+
+
 def speed(args):
     rows = []
     for name in args.models:
@@ -136,21 +158,13 @@ def gpu(args):
             cpu = runner(paths["end_to_end"], args.threads)(image=image)
             for precision in ("fp32", "fp16"):
                 out = os.path.join(tmp, f"{precision}.npz")
-                subprocess.run(
-                    [
-                        sys.executable,
-                        os.path.join(ROOT, "tests", "litert_run.py"),
-                        paths["end_to_end"],
-                        "gpu",
-                        os.path.join(tmp, "input.npy"),
-                        out,
-                        precision,
-                    ],
-                    check=True,
-                    capture_output=True,
-                    timeout=1800,
+                got = compiled_outputs(
+                    paths["end_to_end"],
+                    "gpu",
+                    os.path.join(tmp, "input.npy"),
+                    out,
+                    precision,
                 )
-                got = dict(np.load(out))
                 match = match_detections(cpu, got)
                 n = int(cpu["num_detections"][0])
                 row = {
@@ -265,21 +279,9 @@ def fp16(args):
             ("gpu", "fp16"),
         ):
             out = os.path.join(tmp, f"{accelerator}-{precision}.npz")
-            subprocess.run(
-                [
-                    sys.executable,
-                    os.path.join(ROOT, "tests", "litert_run.py"),
-                    path,
-                    accelerator,
-                    os.path.join(tmp, "canvases.npy"),
-                    out,
-                    precision,
-                ],
-                check=True,
-                capture_output=True,
-                timeout=3600,
+            outputs = compiled_outputs(
+                path, accelerator, os.path.join(tmp, "canvases.npy"), out, precision
             )
-            outputs = dict(np.load(out))
             full = bool(outputs.pop("fully_accelerated"))
             by_canvas = {
                 canvases[i].tobytes(): {k: v[i] for k, v in outputs.items()}
