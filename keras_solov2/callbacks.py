@@ -4,7 +4,8 @@ import math
 
 import keras
 
-from keras_solov2.evaluation.coco_evaluator import check_coco_paths, coco_evaluation
+from keras_solov2.evaluation.coco_evaluator import coco_evaluation
+from keras_solov2.io import check_coco_paths
 
 # logs key -> (iou type, COCO statistic)
 LOG_KEYS = {

@@ -11,27 +11,9 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from keras_solov2.data.images import ImageError
-from keras_solov2.evaluation import coco_evaluation, load_image
+from keras_solov2.evaluation import coco_evaluation
 from keras_solov2.evaluation.visualization import draw_instances
-from keras_solov2.utils.image_files import IMAGE_EXTENSIONS
-
-
-def image_paths(paths):
-    """Image files from files and folders (a folder's images in name order)."""
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            names = sorted(
-                n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            if not names:
-                raise FileNotFoundError(f"No image files in the folder {path!r}.")
-            found += [os.path.join(path, n) for n in names]
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"No such image file or folder: {path!r}.")
-    return found
+from keras_solov2.io import image_paths, load_image
 
 
 def encode_rle(mask):

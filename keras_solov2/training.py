@@ -24,8 +24,8 @@ from pycocotools.coco import COCO
 from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
 from keras_solov2.data import CocoDataset, read_tfrecords
 from keras_solov2.data.tfrecord import read_tfrecord_metadata
-from keras_solov2.evaluation.coco_evaluator import check_coco_paths, load_image
 from keras_solov2.evaluation.visualization import save_prediction_grid
+from keras_solov2.io import check_coco_paths, load_image
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer

@@ -340,7 +340,7 @@ def test_evaluate_model_uses_the_model_category_ids(dataset_on_disk):
 
 
 def test_load_image_applies_exif_orientation(tmp_path):
-    from keras_solov2.evaluation.coco_evaluator import load_image
+    from keras_solov2.io import load_image
 
     shown = np.zeros((40, 60, 3), np.uint8)
     shown[:10, :30] = 255  # bright top-left block, as displayed

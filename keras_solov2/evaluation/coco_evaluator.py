@@ -6,13 +6,12 @@ import os
 
 import keras
 import numpy as np
-from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from keras_solov2.data.coco import CocoDataset
-from keras_solov2.data.images import ImageError
+from keras_solov2.io import check_coco_paths, load_image
 from keras_solov2.layers.solov2_decoder import paste_masks
 
 STAT_NAMES = (
@@ -215,47 +214,6 @@ def _pr_curves(evaluator):
         "iou_0.50:0.95": np.ma.filled(masked.mean(axis=(0, 2)), 0.0).tolist(),
     }
     return curves
-
-
-def check_coco_paths(annotation_file, image_dir, split=""):
-    """A `FileNotFoundError` naming the path unless the COCO json and the
-    image folder exist (`split`, e.g. "validation", goes into the message)."""
-    what = f"{split} " if split else ""
-    if not os.path.isfile(annotation_file):
-        raise FileNotFoundError(
-            f"The {what}annotation file {annotation_file!r} does not exist."
-        )
-    if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"The {what}image folder {image_dir!r} does not exist.")
-
-
-def load_image(path, apply_exif_orientation=True):
-    """Reads an image file as an RGB uint8 array of shape `(H, W, 3)`.
-
-    JPEGs are turned as their EXIF orientation tag says, like the training
-    readers do (`keras_solov2.data.images`), unless
-    `apply_exif_orientation=False`.
-
-    Raises:
-        FileNotFoundError: naming the file, if it does not exist.
-        ImageError: naming the file, if PIL cannot read it (not an image,
-            truncated, corrupt).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such image file: {path!r}.")
-    try:
-        with Image.open(path) as image:
-            if apply_exif_orientation and image.format == "JPEG":
-                image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as error:  # PIL: truncated, unidentified, ...
-        reason = f"{type(error).__name__}: {error}"
-        raise ImageError(
-            f"Image {path!r} cannot be read ({reason}). Fix or remove the "
-            "image, or pass on_invalid='skip' to leave such images out and "
-            "count them.",
-            reason,
-        ) from None
 
 
 def _ground_truth(
