@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow test-all lint format clean web
+.PHONY: demo test test-slow test-all lint format clean web dist
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,16 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest
 
-# The in-browser page (web/, LiteRT.js) into web/dist/, which `keras-solov2
-# web` serves; needs Node.js and npm. Its tests skip without it (not in CI).
+# The in-browser page (web/, LiteRT.js) into keras_solov2/web_page/, package
+# data that `keras-solov2 web` serves; needs Node.js and npm. Its tests skip
+# without it (not in CI).
 web:
 	cd web && npm ci && npm run build
+
+# The wheel and the sdist in dist/, with the page: tests/test_packaging.py
+# installs such a wheel in a fresh venv (make test-slow).
+dist: $(STAMP) web
+	$(PY) -m build
 
 lint: $(STAMP)
 	$(PY) -m ruff check keras_solov2 tests examples benchmarks
@@ -42,4 +48,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix keras_solov2 tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_output

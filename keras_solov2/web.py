@@ -1,8 +1,9 @@
 """`keras-solov2 web`: the in-browser page, served locally with one model.
 
-The page (`web/` in the repository, built into `web/dist/` by `make web`)
-runs an exported `.tflite` with LiteRT.js in the browser: WebGPU when the
-browser has it, XNNPACK on WebAssembly otherwise. This module only serves
+The page (`web/` in the repository, built by `make web` into
+`keras_solov2/web_page/`, package data that the wheel carries) runs an
+exported `.tflite` with LiteRT.js in the browser: WebGPU when the browser has
+it, XNNPACK on WebAssembly otherwise. This module only serves
 files on 127.0.0.1: the page, LiteRT.js's Wasm files, the model at
 `/model.tflite` and its JSON at `/model.tflite.json`. Images never reach
 it; the page reads them in the browser.
@@ -13,9 +14,7 @@ import http.server
 import json
 import os
 
-_REPO_PAGE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web", "dist"
-)
+_PACKAGE_PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web_page")
 BUILD_COMMAND = "make web (that is: cd web && npm ci && npm run build)"
 EXPORT_COMMAND = "keras-solov2 export MODEL --format tflite --output model.tflite"
 END_TO_END_OUTPUTS = ("masks", "labels", "scores", "boxes", "num_detections")
@@ -32,8 +31,9 @@ _TYPES = {
 
 
 def default_page_dir():
-    """`web/dist` of the checkout this package runs from (editable install)."""
-    return _REPO_PAGE
+    """`web_page/` of the installed package: in a wheel built after `make web`,
+    or in a checkout (editable install) once `make web` has run there."""
+    return _PACKAGE_PAGE
 
 
 def check_files(model, page_dir=None):
@@ -65,8 +65,9 @@ def check_files(model, page_dir=None):
     if not os.path.isfile(os.path.join(page_dir, "index.html")):
         raise FileNotFoundError(
             f"The web page is not built: no index.html in {page_dir}. Build it "
-            f"in the keras-solov2 checkout with `{BUILD_COMMAND}` (needs Node.js "
-            "and npm), or pass --page with a built copy."
+            f"in a keras-solov2 checkout with `{BUILD_COMMAND}` (needs Node.js "
+            "and npm) before installing or building the wheel, or pass --page "
+            "with a built copy."
         )
     return model, metadata, page_dir
 

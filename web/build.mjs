@@ -1,6 +1,7 @@
-// npm run build: bundles src/main.js with esbuild into dist/app.js and copies
-// the page, its style sheet and LiteRT.js's Wasm files into dist/, the
-// folder that `keras-solov2 web` serves.
+// npm run build: bundles src/main.js with esbuild into app.js and copies the
+// page, its style sheet and LiteRT.js's Wasm files beside it, in
+// keras_solov2/web_page/: package data (setup.cfg), so the wheel carries the
+// page and `keras-solov2 web` serves it from the installed package (git-ignored).
 import { cp, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,22 +9,22 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const dist = join(here, 'dist');
+const page = join(here, '..', 'keras_solov2', 'web_page');
 
-await rm(dist, { recursive: true, force: true });
-await mkdir(dist, { recursive: true });
+await rm(page, { recursive: true, force: true });
+await mkdir(page, { recursive: true });
 await build({
   entryPoints: [join(here, 'src', 'main.js')],
   bundle: true,
   format: 'esm',
   target: 'es2022',
   sourcemap: true,
-  outfile: join(dist, 'app.js'),
+  outfile: join(page, 'app.js'),
   logLevel: 'warning',
 });
-await cp(join(here, 'index.html'), join(dist, 'index.html'));
-await cp(join(here, 'style.css'), join(dist, 'style.css'));
-await cp(join(here, 'node_modules', '@litertjs', 'core', 'wasm'), join(dist, 'wasm'), {
+await cp(join(here, 'index.html'), join(page, 'index.html'));
+await cp(join(here, 'style.css'), join(page, 'style.css'));
+await cp(join(here, 'node_modules', '@litertjs', 'core', 'wasm'), join(page, 'wasm'), {
   recursive: true,
 });
-console.log(`Built ${dist}`);
+console.log(`Built ${page}`);
