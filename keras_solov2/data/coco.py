@@ -30,6 +30,8 @@ from keras_solov2.data.annotations import (
     instance_masks,
     warn_truncation,
 )
+from keras_solov2.data.augmentation import Augmentation
+from keras_solov2.data.batching import batch_examples
 from keras_solov2.data.images import (
     ImageError,
     apply_orientation,
@@ -37,11 +39,7 @@ from keras_solov2.data.images import (
     inspect_image,
     orientation_note,
 )
-from keras_solov2.data.transforms import (
-    Augmentation,
-    batch_examples,
-    resized_sizes,
-)
+from keras_solov2.data.transforms import resized_sizes
 from keras_solov2.utils import image_geometry
 
 SKIP_REASONS = (

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from keras_solov2.data.augmentation import Augmentation
+from keras_solov2.data.batching import batch_by_canvas
 from keras_solov2.data.images import decode_rgb
-from keras_solov2.data.transforms import Augmentation, batch_by_canvas, sample_masks
+from keras_solov2.data.transforms import sample_masks
 from keras_solov2.utils import image_geometry
 
 DEFAULT_FEATURE_MAP = {

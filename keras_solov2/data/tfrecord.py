@@ -36,9 +36,11 @@ from keras_solov2.data.annotations import (
     instance_masks,
     warn_truncation,
 )
+from keras_solov2.data.augmentation import Augmentation
+from keras_solov2.data.batching import batch_examples
 from keras_solov2.data.coco import CocoDataset
 from keras_solov2.data.images import apply_orientation, decode_rgb
-from keras_solov2.data.transforms import Augmentation, batch_examples, sample_masks
+from keras_solov2.data.transforms import sample_masks
 from keras_solov2.utils import image_geometry
 
 FORMAT_VERSION = 2
