@@ -70,7 +70,7 @@ def multi_worker_fit(
     >>> def dataset_fn(context):
     ...     return keras_solov2.data.read_tfrecords(
     ...         "train-*", batch_size=context.get_per_replica_batch_size(16),
-    ...         image_size=(512, 512), repeat=True, input_context=context)
+    ...         canvas=(512, 512), repeat=True, input_context=context)
     >>> multi_worker_fit(model, dataset_fn, steps_per_epoch=7330, epochs=12)
     """
     if keras.backend.backend() != "tensorflow":

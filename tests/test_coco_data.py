@@ -178,7 +178,7 @@ def test_training_batches_match_reference(dataset, coco, pil_images):
     canvas, m = (512, 512), 20
     ds = dataset.as_tf_dataset(
         batch_size=2,
-        image_size=canvas,
+        canvas=canvas,
         scales=scales,
         max_instances=m,
         training=True,
@@ -211,7 +211,7 @@ def test_eval_mode_order_first_scale_no_flip(dataset, coco, pil_images):
     scales = [(512, 400), (448, 288)]
     ds = dataset.as_tf_dataset(
         batch_size=5,
-        image_size=(512, 512),
+        canvas=(512, 512),
         scales=scales,
         training=False,
         mask_targets="full",
@@ -236,7 +236,7 @@ def test_eval_mode_order_first_scale_no_flip(dataset, coco, pil_images):
 def test_fit_to_canvas_without_scales(dataset, coco, pil_images):
     ds = dataset.as_tf_dataset(
         batch_size=5,
-        image_size=(320, 352),
+        canvas=(320, 352),
         training=False,
         max_instances=30,
         mask_targets="full",
@@ -253,7 +253,7 @@ def test_fit_to_canvas_without_scales(dataset, coco, pil_images):
 def test_flip_moves_image_masks_and_boxes(dataset):
     kwargs = dict(
         batch_size=5,
-        image_size=(448, 448),
+        canvas=(448, 448),
         scales=[(448, 320)],
         max_instances=30,
         shuffle=False,
@@ -306,7 +306,7 @@ def _summary(ds, passes=2):
 
 
 def test_deterministic_given_seed(dataset):
-    kwargs = dict(batch_size=2, image_size=(448, 448), scales=[(448, 320), (384, 256)])
+    kwargs = dict(batch_size=2, canvas=(448, 448), scales=[(448, 320), (384, 256)])
     a = _summary(dataset.as_tf_dataset(seed=3, **kwargs, mask_targets="full"))
     b = _summary(dataset.as_tf_dataset(seed=3, **kwargs, mask_targets="full"))
     c = _summary(dataset.as_tf_dataset(seed=4, **kwargs, mask_targets="full"))
@@ -334,7 +334,7 @@ def test_truncation_is_counted(coco):
     with pytest.warns(UserWarning, match="max_instances=5"):
         ds = ds_obj.as_tf_dataset(
             batch_size=5,
-            image_size=(448, 448),
+            canvas=(448, 448),
             max_instances=5,
             training=False,
             mask_targets="full",
@@ -392,7 +392,7 @@ def test_size_mismatch_raises_when_loading(tmp_path):
     data["images"][0]["height"] = 400  # real height is 408
     data["annotations"] = []
     ds = CocoDataset(_write(tmp_path, data), str(IMAGE_DIR)).as_tf_dataset(
-        batch_size=1, image_size=(448, 640), training=False, mask_targets="full"
+        batch_size=1, canvas=(448, 640), training=False, mask_targets="full"
     )
     with pytest.raises(tf.errors.OpError, match=r"000000205401\.jpg.*408x640"):
         next(iter(ds))
@@ -400,14 +400,14 @@ def test_size_mismatch_raises_when_loading(tmp_path):
 
 def test_bad_canvas_and_scales(dataset):
     with pytest.raises(ValueError, match="multiple"):
-        dataset.as_tf_dataset(batch_size=1, image_size=(500, 512), mask_targets="full")
+        dataset.as_tf_dataset(batch_size=1, canvas=(500, 512), mask_targets="full")
     with pytest.raises(ValueError, match=r"\.jpg.*does not fit.*a 640x640 canvas"):
         dataset.as_tf_dataset(
-            batch_size=1, image_size=(320, 320), scales=(640, 480), mask_targets="full"
+            batch_size=1, canvas=(320, 320), scales=(640, 480), mask_targets="full"
         )
     # Without scales the canvas is what the images are resized to fit.
     for kwargs in ({}, {"large_scale_jitter": (0.1, 2.0)}):
-        with pytest.raises(ValueError, match="`image_size`.*required without"):
+        with pytest.raises(ValueError, match="`canvas`.*required without"):
             dataset.as_tf_dataset(batch_size=1, **kwargs, mask_targets="full")
 
 
@@ -416,7 +416,7 @@ def test_raw_images_normalise_to_mmdetection_input(dataset, pil_images):
     images, _ = next(
         iter(
             dataset.as_tf_dataset(
-                batch_size=5, image_size=(512, 544), training=False, mask_targets="full"
+                batch_size=5, canvas=(512, 544), training=False, mask_targets="full"
             )
         )
     )
@@ -494,7 +494,7 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
         r"768x511, which does not fit the 512x768 canvas.*768x768.*omitting",
     ):
         data.as_tf_dataset(
-            batch_size=2, image_size=(512, 768), scales=scales, mask_targets="full"
+            batch_size=2, canvas=(512, 768), scales=scales, mask_targets="full"
         )
     # The README's call, as it now reads.
     readme = data.as_tf_dataset(
@@ -520,7 +520,7 @@ def test_default_canvas_fits_portrait_and_landscape(tmp_path):
     # Same seed and arguments, the canvas given explicitly: the same batches.
     kwargs = dict(batch_size=2, scales=scales, max_instances=50, seed=1)
     implicit = data.as_tf_dataset(**kwargs, mask_targets="full")
-    explicit = data.as_tf_dataset(image_size=(768, 768), **kwargs, mask_targets="full")
+    explicit = data.as_tf_dataset(canvas=(768, 768), **kwargs, mask_targets="full")
     for (a, ta), (b, tb) in zip(implicit, explicit, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(ta["masks"], tb["masks"])
@@ -543,16 +543,16 @@ def test_size_divisor_sets_the_canvas_multiple(dataset):
     images, _ = next(iter(ds))
     assert valid_extent(images[0].numpy()) == keep_ratio_size(612, 612, (650, 400))
     # 480 is a multiple of 32 but not of 64.
-    dataset.as_tf_dataset(batch_size=1, image_size=(480, 480), mask_targets="full")
+    dataset.as_tf_dataset(batch_size=1, canvas=(480, 480), mask_targets="full")
     with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
         dataset.as_tf_dataset(
-            batch_size=1, image_size=(480, 480), size_divisor=64, mask_targets="full"
+            batch_size=1, canvas=(480, 480), size_divisor=64, mask_targets="full"
         )
     for bad in (0, -32, 2.5, True):
         with pytest.raises(ValueError, match="size_divisor"):
             dataset.as_tf_dataset(
                 batch_size=1,
-                image_size=(480, 480),
+                canvas=(480, 480),
                 size_divisor=bad,
                 mask_targets="full",
             )
@@ -615,7 +615,7 @@ def test_grayscale_rgba_rle_negatives_and_64bit_ids(tmp_path):
     assert ds_obj.stats["images_without_instances"] == 1
     ds = ds_obj.as_tf_dataset(
         batch_size=4,
-        image_size=(64, 96),
+        canvas=(64, 96),
         training=False,
         max_instances=3,
         mask_targets="full",
@@ -649,7 +649,7 @@ def test_reads_generated_shapes(tmp_path):
         iter(
             ds_obj.as_tf_dataset(
                 batch_size=6,
-                image_size=(128, 128),
+                canvas=(128, 128),
                 training=False,
                 max_instances=8,
                 mask_targets="full",
@@ -701,7 +701,7 @@ def test_every_annotation_reaches_the_batches_or_the_report(tmp_path):
     assert reported == broken
     batches = dataset.as_tf_dataset(
         batch_size=1,
-        image_size=(672, 672),
+        canvas=(672, 672),
         max_instances=100,
         training=False,
         drop_remainder=False,
@@ -788,7 +788,7 @@ def test_aspect_ratio_grouping_puts_each_orientation_on_its_canvas(tmp_path):
     # An explicit canvas is sorted into the landscape one; too small a
     # canvas names the image and the canvases that would fit.
     explicit = data.as_tf_dataset(
-        image_size=(768, 512), **kwargs, aspect_ratio_grouping=True
+        canvas=(768, 512), **kwargs, aspect_ratio_grouping=True
     )
     implicit = data.as_tf_dataset(**kwargs, aspect_ratio_grouping=True)
     for (a, ta), (b, tb) in zip(implicit, explicit, strict=True):
@@ -800,7 +800,7 @@ def test_aspect_ratio_grouping_puts_each_orientation_on_its_canvas(tmp_path):
         r"becomes 511x768, which does not fit the 512x736 canvas.*512x768 \(and "
         r"768x512 for portrait images\)",
     ):
-        data.as_tf_dataset(image_size=(736, 512), **kwargs, aspect_ratio_grouping=True)
+        data.as_tf_dataset(canvas=(736, 512), **kwargs, aspect_ratio_grouping=True)
     with pytest.raises(ValueError, match="`aspect_ratio_grouping` must be True or"):
         data.as_tf_dataset(**kwargs, aspect_ratio_grouping="yes")
 

@@ -29,7 +29,7 @@ def batches():
     dataset = CocoDataset(str(ANN_FILE), str(IMAGE_DIR))
     kwargs = dict(
         batch_size=5,
-        image_size=CANVAS,
+        canvas=CANVAS,
         scales=[(512, 384), (480, 320), (400, 256)],
         max_instances=40,
         training=True,
@@ -115,7 +115,7 @@ def test_a_training_step_on_compact_targets_equals_one_on_full_masks(batches):
 def test_bad_mask_targets_arguments_are_named():
     dataset = CocoDataset(str(ANN_FILE), str(IMAGE_DIR))
     with pytest.raises(ValueError, match="`mask_targets` must be one of"):
-        dataset.as_tf_dataset(batch_size=1, image_size=CANVAS, mask_targets="small")
+        dataset.as_tf_dataset(batch_size=1, canvas=CANVAS, mask_targets="small")
     with pytest.raises(ValueError, match="mask_centers"):
         check_targets({"labels": 0, "boxes": 0, "mask_targets": 0})
     encoder = SOLOv2TargetEncoder(num_grids=(4,), scale_ranges=((1, 64),))

@@ -109,7 +109,7 @@ def _check_batch(images, targets, stats):
 def test_masks_boxes_and_image_share_the_jittered_geometry(dataset):
     ds = dataset.as_tf_dataset(
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         large_scale_jitter=JITTER,
         max_instances=4,
         seed=5,
@@ -130,7 +130,7 @@ def test_masks_boxes_and_image_share_the_jittered_geometry(dataset):
 
 
 def test_evaluation_fits_the_canvas_like_no_jitter(dataset):
-    kwargs = dict(batch_size=2, image_size=CANVAS, training=False)
+    kwargs = dict(batch_size=2, canvas=CANVAS, training=False)
     a = next(
         iter(
             dataset.as_tf_dataset(
@@ -148,7 +148,7 @@ def test_tfrecords_jitter_like_the_coco_reader(dataset, tmp_path):
     write_tfrecords(dataset, str(tmp_path / "r"), num_shards=2, progress=False)
     kwargs = dict(
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         large_scale_jitter=JITTER,
         max_instances=4,
         shuffle=False,
@@ -177,7 +177,7 @@ def test_tfrecords_jitter_like_the_coco_reader(dataset, tmp_path):
 def test_bad_jitter_arguments(dataset, kwargs, match):
     with pytest.raises(ValueError, match=match):
         dataset.as_tf_dataset(
-            batch_size=1, image_size=CANVAS, **kwargs, mask_targets="full"
+            batch_size=1, canvas=CANVAS, **kwargs, mask_targets="full"
         )
 
 
@@ -216,7 +216,7 @@ def test_tfds_jitters_like_the_coco_reader(dataset):
     )
     kwargs = dict(
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         large_scale_jitter=JITTER,
         max_instances=4,
         seed=4,

@@ -119,7 +119,7 @@ def test_stack_masks_exact_and_empty_counted(capfd):
     ds = from_tfds(
         raw,
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=4,
         training=False,
         label_offset=-1,
@@ -144,7 +144,7 @@ def test_static_batch_and_flip():
     ds = from_tfds(
         raw,
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=3,
         training=True,
         flip_probability=1.0,
@@ -155,7 +155,7 @@ def test_static_batch_and_flip():
     )
     _check_batches(ds, examples, 3, 0, flip=True)
     static = from_tfds(
-        raw, batch_size=2, image_size=CANVAS, max_instances=3, mask_targets="full"
+        raw, batch_size=2, canvas=CANVAS, max_instances=3, mask_targets="full"
     )
     images, targets = static.element_spec
     assert images.shape.as_list() == [2, 64, 64, 3]
@@ -170,7 +170,7 @@ def test_random_scale_draws_follow_seed():
         ds = from_tfds(
             raw,
             batch_size=1,
-            image_size=CANVAS,
+            canvas=CANVAS,
             scales=[(64, 32), (48, 24)],
             max_instances=3,
             seed=seed,
@@ -195,7 +195,7 @@ def test_given_tfds_boxes_and_id_image_match_stack():
     raw, examples = _raw_dataset()
     common = dict(
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=4,
         training=False,
         return_counts=True,
@@ -222,7 +222,7 @@ def test_truncation_counted_and_raise_on_empty():
     ds = from_tfds(
         raw,
         batch_size=3,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=1,
         training=False,
         return_counts=True,
@@ -236,7 +236,7 @@ def test_truncation_counted_and_raise_on_empty():
     strict = from_tfds(
         raw,
         batch_size=1,
-        image_size=CANVAS,
+        canvas=CANVAS,
         training=False,
         on_empty="raise",
         mask_targets="full",
@@ -251,13 +251,11 @@ def test_bad_feature_map():
         from_tfds(
             raw,
             feature_map={"masks": "objects/masks"},
-            image_size=CANVAS,
+            canvas=CANVAS,
             mask_targets="full",
         )
     with pytest.raises(ValueError, match="Unknown feature_map"):
-        from_tfds(
-            raw, feature_map={"mask": "x"}, image_size=CANVAS, mask_targets="full"
-        )
+        from_tfds(raw, feature_map={"mask": "x"}, canvas=CANVAS, mask_targets="full")
 
 
 def test_tfds_mock_data_smoke(tmp_path):
@@ -309,7 +307,7 @@ def test_tfds_mock_data_smoke(tmp_path):
         ds = from_tfds(
             raw,
             batch_size=2,
-            image_size=(64, 64),
+            canvas=(64, 64),
             max_instances=5,
             return_counts=True,
             on_empty="ignore_but_count",
@@ -372,7 +370,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
     }
     common = dict(
         batch_size=2,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=3,
         training=flip,
         flip_probability=1.0,
@@ -447,7 +445,7 @@ def test_rgb_id_image_matches_stack():
         },
         "panoptic": tf.TensorSpec([None, None, 3], tf.uint8),
     }
-    common = dict(batch_size=1, image_size=CANVAS, max_instances=4, training=False)
+    common = dict(batch_size=1, canvas=CANVAS, max_instances=4, training=False)
     ((_, stack),) = list(
         from_tfds(_dataset([example], signature), **common, mask_targets="full")
     )
@@ -513,7 +511,7 @@ def test_shuffle_buffer_deterministic_per_seed():
         return from_tfds(
             _numbered_dataset(),
             batch_size=2,
-            image_size=CANVAS,
+            canvas=CANVAS,
             max_instances=2,
             seed=seed,
             shuffle_buffer=shuffle_buffer,
@@ -549,7 +547,7 @@ def test_shuffle_buffer_with_repeat_reshuffles():
     ds = from_tfds(
         _numbered_dataset(),
         batch_size=4,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=1,
         training=False,
         seed=2,
@@ -568,7 +566,7 @@ def test_shuffle_buffer_with_repeat_reshuffles():
 def test_bad_shuffle_buffer(bad):
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="shuffle_buffer"):
-        from_tfds(raw, image_size=CANVAS, shuffle_buffer=bad, mask_targets="full")
+        from_tfds(raw, canvas=CANVAS, shuffle_buffer=bad, mask_targets="full")
 
 
 def _float_dataset(scale):
@@ -583,7 +581,7 @@ def _float_dataset(scale):
 def test_float_images_with_their_scale(scale):
     common = dict(
         batch_size=3,
-        image_size=CANVAS,
+        canvas=CANVAS,
         max_instances=4,
         training=False,
         on_empty="ignore_but_count",
@@ -608,15 +606,15 @@ def test_float_images_with_their_scale(scale):
 def test_float_images_need_the_right_scale():
     floats, _ = _float_dataset(1.0)
     with pytest.raises(ValueError, match=r"feature_map\['image'\] = 'image'.*float32"):
-        from_tfds(floats, image_size=CANVAS, mask_targets="full")
+        from_tfds(floats, canvas=CANVAS, mask_targets="full")
     with pytest.raises(ValueError, match="image_scale=255.0.*image_scale=1.0"):
-        from_tfds(floats, image_size=CANVAS, mask_targets="full")
+        from_tfds(floats, canvas=CANVAS, mask_targets="full")
     # 0..255 floats declared as [0, 1]: an error when read, not white images.
     floats, _ = _float_dataset(255.0)
     wrong = from_tfds(
         floats,
         batch_size=1,
-        image_size=CANVAS,
+        canvas=CANVAS,
         image_scale=1.0,
         on_empty="ignore_but_count",
         mask_targets="full",
@@ -625,9 +623,9 @@ def test_float_images_need_the_right_scale():
         list(wrong)
     raw, _ = _raw_dataset()
     with pytest.raises(ValueError, match="only for float images"):
-        from_tfds(raw, image_size=CANVAS, image_scale=255.0, mask_targets="full")
+        from_tfds(raw, canvas=CANVAS, image_scale=255.0, mask_targets="full")
     with pytest.raises(ValueError, match="image_scale"):
-        from_tfds(floats, image_size=CANVAS, image_scale=0.0, mask_targets="full")
+        from_tfds(floats, canvas=CANVAS, image_scale=0.0, mask_targets="full")
 
 
 def test_wide_integer_images_are_checked():
@@ -636,7 +634,7 @@ def test_wide_integer_images_are_checked():
     ds = from_tfds(
         wide,
         batch_size=1,
-        image_size=CANVAS,
+        canvas=CANVAS,
         on_empty="ignore_but_count",
         mask_targets="full",
     )
@@ -648,7 +646,7 @@ def test_wide_integer_images_are_checked():
 
 def test_default_canvas_and_size_divisor():
     raw, _ = _raw_dataset()
-    with pytest.raises(ValueError, match="`image_size`.*required without"):
+    with pytest.raises(ValueError, match="`canvas`.*required without"):
         from_tfds(raw, mask_targets="full")
     # The longest scale side 90: 96 with the default 32, 128 with 64.
     common = dict(batch_size=1, scales=[(90, 60)], on_empty="ignore_but_count")
@@ -662,4 +660,4 @@ def test_default_canvas_and_size_divisor():
         assert_mean_padding(image, rh, rw)
     assert (rh, rw) == keep_ratio_size(*EXAMPLES[-1][:2], (90, 60))
     with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
-        from_tfds(raw, image_size=(96, 96), size_divisor=64, mask_targets="full")
+        from_tfds(raw, canvas=(96, 96), size_divisor=64, mask_targets="full")

@@ -71,8 +71,8 @@ def _assert_same(tfrecord_ds, coco_ds):
 @pytest.mark.parametrize(
     "num_shards, kwargs",
     [
-        (2, dict(batch_size=2, image_size=(512, 512), scales=[(512, 400), (448, 288)])),
-        (3, dict(batch_size=5, image_size=(320, 352), max_instances=30)),
+        (2, dict(batch_size=2, canvas=(512, 512), scales=[(512, 400), (448, 288)])),
+        (3, dict(batch_size=5, canvas=(320, 352), max_instances=30)),
     ],
 )
 def test_eval_batches_equal_coco_reader(dataset, shards, num_shards, kwargs):
@@ -94,7 +94,7 @@ def test_training_draws_equal_coco_reader_without_shuffle(dataset, shards):
     """Same per-image seeds: random scales and flips match too, two epochs."""
     kwargs = dict(
         batch_size=2,
-        image_size=(512, 512),
+        canvas=(512, 512),
         scales=[(512, 400), (448, 288), (640, 320)],
         max_instances=20,
         training=True,
@@ -131,17 +131,17 @@ def test_default_canvas_size_divisor_and_misfit_message(dataset, shards):
         read_tfrecords(
             pattern,
             batch_size=1,
-            image_size=(480, 480),
+            canvas=(480, 480),
             size_divisor=64,
             mask_targets="full",
         )
-    with pytest.raises(ValueError, match="`image_size`.*required without"):
+    with pytest.raises(ValueError, match="`canvas`.*required without"):
         read_tfrecords(pattern, batch_size=1, mask_targets="full")
     # Shards are checked when read: the message names the canvas that fits.
     misfit = read_tfrecords(
         pattern,
         batch_size=1,
-        image_size=(320, 320),
+        canvas=(320, 320),
         scales=(640, 480),
         mask_targets="full",
     )
@@ -181,7 +181,7 @@ def _summary(ds, passes=2):
 
 
 def test_shuffled_training_is_deterministic_given_seed(shards):
-    kwargs = dict(batch_size=2, image_size=(448, 448), scales=[(448, 320), (384, 256)])
+    kwargs = dict(batch_size=2, canvas=(448, 448), scales=[(448, 320), (384, 256)])
     pattern = f"{shards[2]}-*.tfrecord"
     a = _summary(read_tfrecords(pattern, seed=3, **kwargs, mask_targets="full"))
     b = _summary(read_tfrecords(pattern, seed=3, **kwargs, mask_targets="full"))
@@ -211,7 +211,7 @@ def _with_a_negative(dataset, tmp_path, position):
 
 def test_negative_image_and_truncation(dataset, tmp_path):
     ds_obj, _ = _with_a_negative(dataset, tmp_path, 2)
-    kwargs = dict(batch_size=5, image_size=(448, 448), max_instances=5, training=False)
+    kwargs = dict(batch_size=5, canvas=(448, 448), max_instances=5, training=False)
     with pytest.warns(UserWarning, match="max_instances=5"):
         coco_ds = ds_obj.as_tf_dataset(**kwargs, mask_targets="full")
     with pytest.warns(UserWarning, match="max_instances=5: .* instance"):
@@ -227,7 +227,7 @@ def test_no_matching_files(tmp_path):
         read_tfrecords(
             str(tmp_path / "nothing-*"),
             batch_size=1,
-            image_size=(64, 64),
+            canvas=(64, 64),
             mask_targets="full",
         )
 
@@ -259,7 +259,7 @@ def test_negatives_can_be_left_out(dataset, tmp_path):
     ds_obj, data = _with_a_negative(dataset, tmp_path, 1)
     kwargs = dict(
         batch_size=1,
-        image_size=(448, 448),
+        canvas=(448, 448),
         max_instances=100,
         training=False,
         keep_negatives=False,
@@ -290,9 +290,7 @@ def _image_positions(ds, reference):
     "reader, pipelines", [("coco", 2), ("n2", 2), ("n3", 2), ("n2", 3)]
 )
 def test_input_context_gives_disjoint_shares(dataset, shards, reader, pipelines):
-    kwargs = dict(
-        batch_size=1, image_size=(320, 320), training=False, drop_remainder=False
-    )
+    kwargs = dict(batch_size=1, canvas=(320, 320), training=False, drop_remainder=False)
 
     def make(context=None):
         if reader == "coco":
@@ -332,7 +330,7 @@ def test_remote_file_system_urls(dataset, tmp_path):
     assert remote.stats["images"] == len(dataset)
     write_tfrecords(remote, f"{root}/shards/val", num_shards=2, progress=False)
     assert read_tfrecord_metadata(f"{root}/shards/val")["num_images"] == len(dataset)
-    kwargs = dict(batch_size=5, image_size=(352, 352), max_instances=30, training=False)
+    kwargs = dict(batch_size=5, canvas=(352, 352), max_instances=30, training=False)
     local = dataset.as_tf_dataset(**kwargs, mask_targets="full")
     _assert_same(remote.as_tf_dataset(**kwargs, mask_targets="full"), local)
     _assert_same(
@@ -361,7 +359,7 @@ def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
     with pytest.raises(tf.errors.DataLossError) as raised:
         list(
             read_tfrecords(
-                prefix + "-*", batch_size=1, image_size=(640, 640), mask_targets="full"
+                prefix + "-*", batch_size=1, canvas=(640, 640), mask_targets="full"
             )
         )
     assert names[1] not in str(raised.value)

@@ -1,6 +1,12 @@
-"""Datasets for keras-solov2: COCO reader, TFRecord shards, tfds and shapes."""
+"""Datasets for keras-solov2: COCO json, TFRecord shards and tfds, one pipeline.
+
+Each source has a decoder (`keras_solov2.data.decoders`) and one pipeline
+does the rest (`keras_solov2.data.reader.build_dataset`), with the same
+options everywhere (`PipelineOptions`).
+"""
 
 from keras_solov2.data.coco import CocoDataset, load_coco
+from keras_solov2.data.options import PipelineOptions
 from keras_solov2.data.shapes import (
     SHAPE_NAMES,
     generate_shapes_dataset,
@@ -16,6 +22,7 @@ from keras_solov2.data.tfrecord import (
 
 __all__ = [
     "CocoDataset",
+    "PipelineOptions",
     "SHAPE_NAMES",
     "from_tfds",
     "generate_shapes_dataset",

@@ -1,6 +1,6 @@
 """One reader's checked batching arguments, and the geometry they give.
 
-`Augmentation.from_args` validates the arguments every reader shares (canvas,
+`Augmentation.from_options` validates the options every reader shares (canvas,
 scales, large-scale jitter, flip, instance slots, size divisor, mask targets,
 aspect-ratio grouping); `draw`, `image` and `instances` then apply
 `keras_solov2.data.transforms`'s geometry to one example.
@@ -38,24 +38,25 @@ def check_fits(size, canvas, file_name, advice):
     )
 
 
-def _canvas(image_size, scales, size_divisor, grouping=False):
+def _canvas(canvas, scales, size_divisor, grouping=False):
     """The checked canvas `(H, W)`; by default the one that fits `scales`.
 
     With aspect-ratio `grouping`, the landscape canvas `(short, long)`.
     """
-    if image_size is None and scales is not None and grouping:
+    if canvas is None and scales is not None and grouping:
         return image_geometry.landscape_canvas_for_scales(scales, size_divisor)
-    if image_size is None:
+    if canvas is None:
         if scales is None:
             raise ValueError(
-                "`image_size` (the canvas (H, W)) is required without `scales`: "
-                "fit-to-canvas and `large_scale_jitter` resize relative to it. "
-                f"Pass e.g. image_size=(512, 512) (multiples of size_divisor="
-                f"{size_divisor}), or give `scales` to let the canvas default "
-                "to the smallest square that fits them."
+                "`canvas` (H, W) is required without `scales`: fit-to-canvas "
+                "and `large_scale_jitter` resize relative to it. Pass e.g. "
+                f"canvas=(512, 512) (multiples of size_divisor={size_divisor}), "
+                "or give `scales` to let the canvas default to the smallest "
+                "square that fits them."
             )
         return image_geometry.canvas_for_scales(scales, size_divisor)
-    canvas = tuple(int(v) for v in image_size)
+    given = canvas
+    canvas = tuple(int(v) for v in canvas)
     if (
         len(canvas) != 2
         or min(canvas) <= 0
@@ -63,8 +64,8 @@ def _canvas(image_size, scales, size_divisor, grouping=False):
         or canvas[1] % size_divisor
     ):
         raise ValueError(
-            f"`image_size` must be (H, W) with both multiples of `size_divisor` "
-            f"({size_divisor}), got {tuple(image_size)}."
+            f"`canvas` must be (H, W) with both multiples of `size_divisor` "
+            f"({size_divisor}), got {tuple(given)}."
         )
     return (min(canvas), max(canvas)) if grouping else canvas
 
@@ -110,7 +111,7 @@ def _jitter(jitter, scales):
 class Augmentation:
     """One reader's validated batching arguments, and the geometry they give.
 
-    Build it with `Augmentation.from_args`; `draw`, `image` and `instances`
+    Build it with `Augmentation.from_options`; `draw`, `image` and `instances`
     then wrap `draw_geometry`, `transform_image` and `finish_instances`.
     """
 
@@ -125,35 +126,28 @@ class Augmentation:
     aspect_ratio_grouping: bool = False
 
     @classmethod
-    def from_args(
-        cls,
-        image_size,
-        batch_size,
-        max_instances,
-        flip_probability,
-        scales,
-        large_scale_jitter,
-        training,
-        size_divisor=image_geometry.SIZE_DIVISOR,
-        mask_targets="compact",
-        aspect_ratio_grouping=False,
-    ):
-        """Checks the batching arguments shared by every reader.
+    def from_options(cls, options):
+        """Checks the geometry and batching options (`PipelineOptions`).
 
-        `image_size=None` with `scales` gives the canvas
+        `canvas=None` with `scales` gives the canvas
         `image_geometry.canvas_for_scales(scales, size_divisor)`, the
         smallest square that every scale fits in both orientations; without
         `scales` the canvas must be given. `size_divisor` is the model's
         (`model.size_divisor`); the canvas must be a multiple of it.
 
         With `aspect_ratio_grouping`, `canvas` is the landscape canvas
-        (height <= width: `image_size` sorted, or
+        (height <= width: `canvas` sorted, or
         `image_geometry.landscape_canvas_for_scales`) and portrait images
         (taller than wide) go on its transpose.
 
         Raises:
             ValueError: naming the argument and what it must be.
         """
+        size_divisor = options.size_divisor
+        max_instances, batch_size = options.max_instances, options.batch_size
+        flip_probability = options.flip_probability
+        mask_targets = options.mask_targets
+        aspect_ratio_grouping = options.aspect_ratio_grouping
         if (
             isinstance(size_divisor, bool)
             or not isinstance(size_divisor, (int, np.integer))
@@ -164,15 +158,15 @@ class Augmentation:
                 f"got {size_divisor!r}."
             )
         size_divisor = int(size_divisor)
-        scales = _scales(scales)
-        jitter = _jitter(large_scale_jitter, scales)
+        scales = _scales(options.scales)
+        jitter = _jitter(options.large_scale_jitter, scales)
         if not isinstance(aspect_ratio_grouping, (bool, np.bool_)):
             raise ValueError(
                 "`aspect_ratio_grouping` must be True or False, got "
                 f"{aspect_ratio_grouping!r}."
             )
         grouping = bool(aspect_ratio_grouping)
-        canvas = _canvas(image_size, scales, size_divisor, grouping)
+        canvas = _canvas(options.canvas, scales, size_divisor, grouping)
         if batch_size < 1 or max_instances < 1:
             raise ValueError(
                 "`batch_size` and `max_instances` must be >= 1, got "
@@ -199,7 +193,7 @@ class Augmentation:
             canvas,
             scales,
             jitter,
-            bool(training),
+            bool(options.training),
             flip_probability,
             int(max_instances),
             size_divisor,
@@ -231,21 +225,21 @@ class Augmentation:
     def misfit_advice(self):
         """What to do about an image that does not fit the canvas."""
         if self.scales is None:
-            return "Use a larger `image_size`."
+            return "Use a larger `canvas`."
         if self.aspect_ratio_grouping:
             h, w = image_geometry.landscape_canvas_for_scales(
                 self.scales, self.size_divisor
             )
             return (
-                f"Use a larger `image_size` or smaller `scales`: {h}x{w} (and "
+                f"Use a larger `canvas` or smaller `scales`: {h}x{w} (and "
                 f"{w}x{h} for portrait images) fits every scale (omitting "
-                "`image_size` picks it)."
+                "`canvas` picks it)."
             )
         side, _ = image_geometry.canvas_for_scales(self.scales, self.size_divisor)
         return (
-            f"Use a larger `image_size` or smaller `scales`: a {side}x{side} "
+            f"Use a larger `canvas` or smaller `scales`: a {side}x{side} "
             "canvas fits every scale in both orientations (omitting "
-            "`image_size` picks it)."
+            "`canvas` picks it)."
         )
 
     def draw(self, height, width, random_seed, index):

@@ -1,46 +1,30 @@
-"""COCO instance segmentation reader producing fixed-shape `tf.data` batches.
+"""COCO instance segmentation data: a json and its image folder, checked.
 
-`CocoDataset` parses a COCO "instances" json once, validates every annotation
-(nothing is dropped silently: crowd annotations are excluded and counted,
-invalid ones raise by default or are skipped and counted) and builds a
-`tf.data.Dataset` of `(images, targets)` batches with static shapes, following
-the mmdetection SOLOv2 training pipeline: keep-ratio resize to a `(long,
-short)` scale picked at random, random horizontal flip and padding at the
-bottom/right. The images stay raw (RGB, 0..255) and are padded with
-`image_geometry.PIXEL_MEAN`: the model normalises them inside its graph, which
-turns that padding into mmdetection's zero padding after normalisation.
+`CocoDataset` parses a COCO "instances" json once and validates every
+annotation (nothing is dropped silently: crowd annotations are excluded and
+counted, invalid ones raise by default or are skipped and counted).
+`as_tf_dataset` feeds its images through the pipeline of every source
+(`keras_solov2.data.reader`), after `decoders.coco_json`.
 """
 
-import atexit
-import gc
 import json
-import os
-import sys
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_solov2.data.annotations import (
-    annotation_problem,
-    instance_boxes,
-    instance_masks,
-    warn_truncation,
+from keras_solov2.data.annotations import annotation_problem
+from keras_solov2.data.coco_files import (
+    image_problem,
+    read_categories,
+    read_image_entries,
+    skip_image_files,
 )
-from keras_solov2.data.augmentation import Augmentation
-from keras_solov2.data.batching import batch_examples
-from keras_solov2.data.images import (
-    ImageError,
-    apply_orientation,
-    decode_rgb,
-    inspect_image,
-    orientation_note,
-)
-from keras_solov2.data.transforms import resized_sizes
-from keras_solov2.utils import image_geometry
+from keras_solov2.data.decoders.coco_json import CocoJsonDecoder
+from keras_solov2.data.images import ImageError
+from keras_solov2.data.options import PipelineOptions
+from keras_solov2.data.reader import build_dataset
 
 SKIP_REASONS = (
     "unknown_image_id",
@@ -51,7 +35,6 @@ SKIP_REASONS = (
     "bbox_mask_mismatch",
     "image_skipped",
 )
-IMAGE_SKIP_REASONS = ("missing_file", "unreadable_image", "size_mismatch")
 
 
 class _InvalidAnnotation(Exception):
@@ -60,25 +43,6 @@ class _InvalidAnnotation(Exception):
     def __init__(self, reason, detail):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
-
-
-@atexit.register
-def _release_failed_pipelines():
-    """Frees, before Python finalises, what an uncaught error kept alive.
-
-    Python keeps the traceback of an exception that reached the top level
-    (`sys.last_traceback`) until it finalises, and with it the frames that
-    iterated a pipeline of `as_tf_dataset` and its `tf.data` iterator. That
-    iterator's destructor would then run in a finalising interpreter, whose
-    threads can no longer take the GIL, and wait forever for the
-    `numpy_function` calls in flight: a training script whose data holds a
-    truncated JPEG would hang instead of exiting. `atexit` runs while the
-    interpreter still works, so the iterator is destroyed there.
-    """
-    for name in ("last_exc", "last_type", "last_value", "last_traceback"):
-        if hasattr(sys, name):
-            setattr(sys, name, None)
-    gc.collect()
 
 
 def _first(items, count=5):
@@ -164,9 +128,22 @@ class CocoDataset:
             check_images = on_invalid == "skip"
         with tf.io.gfile.GFile(self.annotation_file) as f:
             data = json.load(f)
-        self._read_categories(data.get("categories", []))
-        self._records, index_of = self._read_image_entries(data.get("images", []))
-        skipped_images = self._check_images(check_files, check_images, progress)
+        self._category_ids, self._class_names = read_categories(
+            data.get("categories", []), self.annotation_file
+        )
+        self._label_of = {cid: k for k, cid in enumerate(self._category_ids)}
+        self._records, index_of = read_image_entries(
+            data.get("images", []), self.annotation_file, self.image_dir
+        )
+        skipped_images, self.skipped_images = skip_image_files(
+            self._records,
+            self.annotation_file,
+            self.apply_exif_orientation,
+            on_invalid,
+            check_files,
+            check_images,
+            progress,
+        )
         annotations = data.get("annotations", [])
         self.stats = {
             "images": 0,
@@ -183,80 +160,6 @@ class CocoDataset:
         }
         self._read_annotations(annotations, index_of)
         self._finish()
-
-    def _read_categories(self, categories):
-        """Maps category ids, ascending, to the contiguous labels `0..K-1`."""
-        for position, category in enumerate(categories):
-            if "id" not in category:
-                raise ValueError(
-                    f"Entry {position} of 'categories' in '{self.annotation_file}' "
-                    f"({category}) has no id."
-                )
-        categories = sorted(categories, key=lambda c: c["id"])
-        ids = [int(c["id"]) for c in categories]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"Duplicate category ids in '{self.annotation_file}'.")
-        self._category_ids = ids
-        self._class_names = [str(c.get("name", c["id"])) for c in categories]
-        self._label_of = {cid: label for label, cid in enumerate(ids)}
-
-    def _read_image_entries(self, images):
-        """One record per `images` entry, and `{image id: record position}`."""
-        records = []
-        index_of = {}
-        for position, image in enumerate(images):
-            missing = [
-                k for k in ("id", "file_name", "height", "width") if k not in image
-            ]
-            if missing:
-                raise ValueError(
-                    f"Entry {position} of 'images' in '{self.annotation_file}' "
-                    f"(id {image.get('id')}, file {image.get('file_name')!r}) lacks "
-                    f"{missing}; COCO image entries need id, file_name, height "
-                    "and width."
-                )
-            image_id = int(image["id"])
-            if image_id in index_of:
-                raise ValueError(
-                    f"Duplicate image id {image_id} in '{self.annotation_file}'."
-                )
-            index_of[image_id] = len(records)
-            records.append(
-                {
-                    "id": image_id,
-                    "file_name": image["file_name"],
-                    "path": os.path.join(self.image_dir, image["file_name"]),
-                    "height": int(image["height"]),
-                    "width": int(image["width"]),
-                    "orientation": 0,  # 0: not inspected yet
-                    "instances": [],
-                }
-            )
-        return records, index_of
-
-    def _check_images(self, check_files, check_images, progress):
-        """Raises on a bad image file, or marks it skipped; the skip counts."""
-        self.skipped_images = []
-        skipped_images = {reason: 0 for reason in IMAGE_SKIP_REASONS}
-        problems = self._check_image_files(
-            self._records, check_files, check_images, progress
-        )
-        for record, problem in zip(self._records, problems, strict=True):
-            if problem is None:
-                continue
-            reason, detail = problem
-            if self.on_invalid == "raise":
-                error = FileNotFoundError if reason == "missing_file" else ImageError
-                raise error(
-                    f"{detail} Fix or remove the image, or pass on_invalid='skip' "
-                    "to leave such images out and count them."
-                )
-            record["skipped"] = True
-            skipped_images[reason] += 1
-            self.skipped_images.append(
-                (record["id"], record["file_name"], reason, detail)
-            )
-        return skipped_images
 
     def _read_annotations(self, annotations, index_of):
         """Keeps each valid annotation as an instance of its image record.
@@ -357,60 +260,6 @@ class CocoDataset:
                 stacklevel=3,
             )
 
-    def _image_problem(self, record, raw):
-        """`None`, or `(reason, message)` for a bad image; sets orientation."""
-        where = (
-            f"Image '{record['path']}' (image id {record['id']}) of "
-            f"'{self.annotation_file}'"
-        )
-        try:
-            info = inspect_image(raw, self.apply_exif_orientation)
-        except ValueError as e:
-            return "unreadable_image", f"{where} cannot be decoded: {e}."
-        if info["exif_problem"]:
-            warnings.warn(
-                f"{where}: {info['exif_problem']}; it is used as stored "
-                "(orientation 1).",
-                stacklevel=2,
-            )
-        h, w = record["height"], record["width"]
-        if (info["height"], info["width"]) != (h, w):
-            return "size_mismatch", (
-                f"{where} is {info['height']}x{info['width']} (height x width"
-                f"{', after EXIF orientation' if info['orientation'] != 1 else ''})"
-                f" but the json says {h}x{w}.{orientation_note(info, h, w)}"
-            )
-        record["orientation"] = info["orientation"]
-        return None
-
-    def _check_image_files(self, records, check_files, check_images, progress):
-        """One `None` or `(reason, message)` per record."""
-        if not (check_files or check_images):
-            return [None] * len(records)
-
-        def check(record):
-            path = record["path"]
-            if not tf.io.gfile.exists(path):
-                return "missing_file", (
-                    f"Image file '{record['file_name']}' (image id {record['id']}) "
-                    f"listed in '{self.annotation_file}' was not found at '{path}'."
-                )
-            if not check_images:
-                return None
-            with tf.io.gfile.GFile(path, "rb") as f:
-                return self._image_problem(record, f.read())
-
-        if not check_images:
-            return [check(r) for r in records]
-        bar = keras.utils.Progbar(len(records), unit_name="image") if progress else None
-        problems = []
-        with ThreadPoolExecutor(8) as pool:
-            for k, problem in enumerate(pool.map(check, records)):
-                problems.append(problem)
-                if bar is not None and (k + 1 == len(records) or k % 64 == 0):
-                    bar.update(k + 1)
-        return problems
-
     def image_orientation(self, index: int, raw: bytes | None = None) -> int:
         """Checks image `index` and returns its EXIF orientation (1..8).
 
@@ -432,7 +281,9 @@ class CocoDataset:
         record = self._records[int(index)]
         if record["orientation"]:
             return np.int32(record["orientation"])
-        problem = self._image_problem(record, raw)
+        problem = image_problem(
+            record, raw, self.annotation_file, self.apply_exif_orientation
+        )
         if problem is not None:
             reason, message = problem
             raise ImageError(
@@ -485,309 +336,47 @@ class CocoDataset:
         record = self._records[index]
         return {k: record[k] for k in ("id", "file_name", "path", "height", "width")}
 
-    def _check_sizes_fit(self, augment):
-        """Raises, naming the first image that some scale resizes past the canvas.
-
-        The sizes come from `transforms.resized_sizes`, the function the
-        pipeline itself uses, for every image and scale at once.
-        """
-        scales = augment.scales
-        heights = np.array([r["height"] for r in self._records], np.int64)
-        widths = np.array([r["width"] for r in self._records], np.int64)
-        portrait = heights > widths
-        if augment.aspect_ratio_grouping:
-            groups = [(augment.canvas, ~portrait), (augment.portrait_canvas, portrait)]
-        else:
-            groups = [(augment.canvas, np.ones_like(portrait))]
-        for canvas, group in groups:
-            index = np.flatnonzero(group)
-            if not len(index):
-                continue
-            sizes = resized_sizes(heights[index], widths[index], canvas, scales)
-            sizes = sizes.numpy()  # (n, S, 2)
-            misfit = np.any((sizes > np.array(canvas)) | (sizes < 1), axis=-1)
-            if misfit.any():
-                k, j = (int(v) for v in np.argwhere(misfit)[0])
-                record, scale = self._records[index[k]], (scales or [None])[j]
-                raise ValueError(
-                    f"Image '{record['file_name']}' ({record['height']}x"
-                    f"{record['width']}) resized with scale {scale} becomes "
-                    f"{sizes[k, j, 0]}x{sizes[k, j, 1]}, which does not fit "
-                    f"the {canvas[0]}x{canvas[1]} canvas. "
-                    f"{augment.misfit_advice()}"
-                )
-
-    def _load_targets(self, index, size, offset, window, decoded_hw, max_instances):
-        """Numpy side of the pipeline: one image's masks, labels and boxes.
-
-        Masks come resized to `size` and cropped to the window (`(n, wh, ww)`
-        uint8, pixel-centre nearest neighbour as
-        `transforms.nearest_indices`), boxes as float64 `[x1, y1, x2, y2]` in
-        original pixels; `transforms.finish_instances` does the rest.
-        """
-        record = self._records[int(index)]
-        h, w = record["height"], record["width"]
-        if (int(decoded_hw[0]), int(decoded_hw[1])) != (h, w):
-            raise ValueError(
-                f"Image '{record['path']}' (image id {record['id']}) decodes to "
-                f"{int(decoded_hw[0])}x{int(decoded_hw[1])} but "
-                f"'{self.annotation_file}' says {h}x{w}."
-            )
-        instances = record["instances"][: int(max_instances)]
-        n = len(instances)
-        wh, ww = int(window[0]), int(window[1])
-        labels = np.array([inst["label"] for inst in instances], np.int32)
-        if n == 0:
-            return np.zeros((0, wh, ww), np.uint8), labels, np.zeros((0, 4))
-        rh, rw = int(size[0]), int(size[1])
-        rows = (2 * (int(offset[0]) + np.arange(wh, dtype=np.int64)) + 1) * h
-        cols = (2 * (int(offset[1]) + np.arange(ww, dtype=np.int64)) + 1) * w
-        rows, cols = rows // (2 * rh), cols // (2 * rw)
-        full = instance_masks(instances, h, w)  # (h, w, n)
-        masks = np.ascontiguousarray(
-            full[rows[:, None], cols[None, :], :].transpose(2, 0, 1)
-        )
-        return masks, labels, instance_boxes(instances)
-
     def as_tf_dataset(
         self,
-        batch_size: int,
-        image_size: Sequence[int] | None = None,
+        batch_size: int = 2,
+        canvas: Sequence[int] | None = None,
         scales: Sequence[int] | Sequence[Sequence[int]] | None = None,
-        max_instances: int = 100,
-        training: bool = True,
-        flip_probability: float = 0.5,
-        shuffle: bool | None = None,
-        seed: int = 0,
-        repeat: bool = False,
-        drop_remainder: bool = True,
-        cache: bool | str = False,
-        large_scale_jitter: Sequence[float] | None = None,
-        keep_negatives: bool = True,
-        input_context: tf.distribute.InputContext | None = None,
-        size_divisor: int = image_geometry.SIZE_DIVISOR,
-        mask_targets: str = "compact",
-        aspect_ratio_grouping: bool = False,
+        **options,
     ) -> tf.data.Dataset:
         """Fixed-shape `(images, targets)` batches for SOLOv2 training.
 
         Per image: check the file (see the class docstring), decode
         (grayscale/RGBA/CMYK converted to RGB), apply the EXIF orientation,
-        keep-ratio resize
-        (bilinear, no antialiasing, rounded to the 0..255 grid as mmcv does on
-        uint8 images), random horizontal flip, then pad at the bottom/right
-        to the canvas with `image_geometry.PIXEL_MEAN`. The images are not
-        normalised: every entry point of `keras_solov2.SOLOv2` takes raw
-        0..255 images and normalises them in its graph, which makes this
-        padding exactly mmdetection's zero padding after normalisation.
-        Masks follow the same geometry (pixel-centre nearest-neighbour
-        resize, same flip, zero padding); boxes come from the annotation
-        `bbox`, scaled per axis, clipped to the resized image and flipped.
-
-        Batch format (`B = batch_size`, `M = max_instances`, `(H, W)` the
-        canvas):
-
-        - `images`: float32 `(B, H, W, 3)`, raw RGB on the 0..255 grid
-          (integer values), `PIXEL_MEAN` in the padding.
-        - with `mask_targets="compact"` (the default), what SOLOv2's loss
-          needs of the masks (`transforms.compact_mask_targets`):
-          `targets["mask_targets"]` uint8 `(B, M, H/4, W/4)`, binary, the
-          masks at the mask-feature stride; `targets["mask_centers"]` float32
-          `(B, M, 2)`, each mask's centre of mass `[y, x]` in canvas pixels;
-          `targets["mask_areas"]` int32 `(B, M)`, its area in canvas pixels.
-          Zero for padding slots. The model gets the same targets as from
-          full masks, bit for bit, from 1/16 of the bytes and without the
-          int32 and float32 canvas-sized copies.
-        - with `mask_targets="full"`, `targets["masks"]`: uint8 `(B, M, H, W)`,
-          binary; zero for padding slots (to look at them or to use them
-          elsewhere: `M * H * W` bytes per image, 107 MB at 1344x800 with
-          `M = 100`).
-        - `targets["labels"]`: int32 `(B, M)`, contiguous labels, `-1` for
-          padding slots.
-        - `targets["boxes"]`: float32 `(B, M, 4)`, `[x1, y1, x2, y2]` in
-          canvas pixels; zero for padding slots.
-
-        Instances keep the json order; beyond `M` only the first `M` are kept
-        and the truncation is counted in `stats` (`truncated_images`,
-        `truncated_instances`) and reported with a warning. A mask can become
-        empty after a strong down-scale (a tiny object); it is kept with its
-        label and box, so target assignment must skip empty masks (as mmdet's
-        SOLOv2 head does).
+        then the pipeline of every source (`reader.build_dataset`, which
+        describes the batches). Instances keep the json order; the
+        truncation beyond `max_instances` is counted in `stats`
+        (`truncated_images`, `truncated_instances`) and warned about, and
+        the images left out by `keep_negatives=False` in
+        `stats["negatives_left_out"]`. Without shuffling the images come in
+        the json order.
 
         Args:
-            batch_size: int. Images per batch.
-            image_size: tuple of two ints, or `None`. Canvas `(H, W)`; both
-                multiples of `size_divisor`. `None` (with `scales`): the
-                smallest square that every scale fits in both orientations,
-                `image_geometry.canvas_for_scales(scales, size_divisor)`
-                (e.g. 768x768 for `[(768, 512), (768, 448)]`). Required
-                without `scales`. Defaults to `None`.
-            scales: `None`, one `(long, short)` pair or a list of pairs, as
-                mmdet's `img_scale`. When training, each image draws one
-                pair at random; otherwise the first is used. `None` resizes
-                every image to fit the canvas. Defaults to `None`.
-            max_instances: int. `M`, instance slots per image. Defaults to
-                `100`.
-            training: bool. Random scale and flip. Defaults to `True`.
-            flip_probability: float. Horizontal flip probability when
-                training. Defaults to `0.5`.
-            shuffle: bool or `None`. Shuffle the images (reshuffled every
-                iteration). `None` means `training`. Defaults to `None`.
-            seed: int. Seed of the shuffle, scale and flip draws; the same
-                seed gives the same batches. Defaults to `0`.
-            repeat: bool. Repeat forever. Defaults to `False`.
-            drop_remainder: bool. Drop the last incomplete batch so the batch
-                dimension is static. Defaults to `True`.
-            cache: bool or str. Keep the encoded image files after the first
-                pass: `True` in memory (about the size of the image folder),
-                a path on local disk otherwise. Augmentation still changes
-                every epoch. Defaults to `False`.
-            large_scale_jitter: `(low, high)` or `None`. Instead of `scales`:
-                when training, resize each image to fit the canvas times a
-                factor drawn uniformly from `[low, high]` (e.g. `(0.1, 2.0)`
-                as in Simple Copy-Paste), then take a random canvas-sized
-                window when it is larger. Instances cropped away keep their
-                slot with an empty mask. Without training: fit the canvas.
-                Defaults to `None`.
-            keep_negatives: bool. Include the images without (kept)
-                instances as negatives. `False` leaves them out, like
-                mmdetection's `filter_empty_gt=True`; their number is in
-                `stats["negatives_left_out"]`. Defaults to `True`.
-            input_context: `tf.distribute.InputContext` or `None`. For
-                `strategy.distribute_datasets_from_function`: this input
-                pipeline reads only its share of the images (every
-                `num_input_pipelines`-th, from `input_pipeline_id`), so
-                workers never read the same image in an epoch.
-                `batch_size` is then the per-replica batch size
-                (`input_context.get_per_replica_batch_size(global_batch)`).
-                Defaults to `None`.
-            size_divisor: int. The model's padding multiple: pass
-                `model.size_divisor`. The canvas must be a multiple of it.
-                Defaults to `image_geometry.SIZE_DIVISOR` (`32`).
-            mask_targets: `"compact"` or `"full"`: the masks' form in the
-                targets, see above. Defaults to `"compact"`.
-            aspect_ratio_grouping: bool. Two canvases instead of one, as
-                mmdetection's `AspectRatioBatchSampler` groups images: a
-                landscape canvas `(H, W)` with `H <= W` (`image_size` sorted,
-                or by default `image_geometry.landscape_canvas_for_scales`,
-                e.g. 800x1344 for the `(1333, 800)` scales instead of the
-                1344x1344 square) for images no taller than wide, and its
-                transpose for portrait images; every batch holds one
-                orientation. Far less padding (1.7x fewer canvas pixels at
-                the default scales), at the price of batch height and width
-                that are not static: Keras traces the training step with
-                `None` there, XLA and JAX compile once per canvas. With
-                `input_context`, each input pipeline groups its own share,
-                so replicas may train different canvases in one step.
-                Defaults to `False` (one static canvas).
+            batch_size: int. Defaults to `2`.
+            canvas: `(H, W)` or `None`. Defaults to `None`.
+            scales: `(long, short)` pair(s) or `None`. Defaults to `None`.
+            **options: the other options. All of them are documented once,
+                in `keras_solov2.data.PipelineOptions`. Shuffling takes
+                every image at once (a full permutation).
 
         Returns:
-            A `tf.data.Dataset` of `(images, targets)`.
+            A `tf.data.Dataset` of `(images, targets)` (or `(images,
+            targets, counts)` with `return_counts=True`).
 
         Raises:
-            ValueError: for a bad argument (naming it), `image_size=None`
-                without `scales`, or an image that some scale resizes past
-                an explicit canvas (naming the image and the square canvas
-                that would fit).
+            ValueError: for a bad option (naming it), `canvas=None` without
+                `scales`, no image to read, or an image that some scale
+                resizes past an explicit canvas (naming the image and the
+                square canvas that would fit).
         """
-        augment = Augmentation.from_args(
-            image_size,
-            batch_size,
-            max_instances,
-            flip_probability,
-            scales,
-            large_scale_jitter,
-            training,
-            size_divisor,
-            mask_targets,
-            aspect_ratio_grouping,
+        options = PipelineOptions.from_kwargs(
+            batch_size=batch_size, canvas=canvas, scales=scales, **options
         )
-        selected = [
-            i for i, r in enumerate(self._records) if keep_negatives or r["instances"]
-        ]
-        self.stats["negatives_left_out"] = len(self._records) - len(selected)
-        num_images = len(selected)
-        if num_images == 0:
-            raise ValueError(
-                f"'{self.annotation_file}' has no images"
-                f"{'' if keep_negatives else ' with instances'}."
-            )
-        if drop_remainder and not repeat and num_images < batch_size:
-            raise ValueError(
-                f"{num_images} images < batch_size {batch_size} with "
-                "drop_remainder=True would give no batch."
-            )
-        shuffle = training if shuffle is None else shuffle
-        if augment.jitter is None:  # raises naming a misfit image
-            self._check_sizes_fit(augment)
-
-        counts = [len(r["instances"]) for r in self._records]
-        truncated_images, truncated_instances = warn_truncation(
-            counts, max_instances, self.annotation_file, stacklevel=2
-        )
-        self.stats.update(
-            max_instances=int(max_instances),
-            truncated_images=truncated_images,
-            truncated_instances=truncated_instances,
-        )
-
-        m = int(max_instances)
-        paths = tf.constant([r["path"] for r in self._records])
-        original_hw = tf.constant(
-            [[r["height"], r["width"]] for r in self._records], tf.int32
-        )
-
-        def load(element, random_seed):
-            index, raw = element
-            h, w = original_hw[index][0], original_hw[index][1]
-            geometry = augment.draw(h, w, random_seed, index)
-            orientation = tf.numpy_function(
-                self._inspect, [raw, index], tf.int32, stateful=False
-            )
-            with tf.control_dependencies([orientation]):
-                # Decode only checked bytes: TF's decode errors name no file.
-                raw = tf.identity(raw)
-            image = apply_orientation(decode_rgb(raw), orientation)
-            masks, labels, boxes = tf.numpy_function(
-                self._load_targets,
-                [
-                    index,
-                    geometry["size"],
-                    geometry["offset"],
-                    geometry["window"],
-                    tf.shape(image)[:2],
-                    m,
-                ],
-                [tf.uint8, tf.int32, tf.float64],
-                stateful=False,
-            )
-            image = augment.image(image, geometry)
-            labels = tf.reshape(labels, [-1])
-            boxes = tf.reshape(boxes, [-1, 4])
-            return image, augment.instances(masks, labels, boxes, (h, w), geometry)
-
-        if input_context is not None:
-            selected = selected[
-                input_context.input_pipeline_id :: input_context.num_input_pipelines
-            ]
-            num_images = len(selected)
-        files = tf.data.Dataset.from_tensor_slices(np.array(selected, np.int64)).map(
-            lambda i: (i, tf.io.read_file(paths[i])),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        if cache:
-            files = files.cache("" if cache is True else str(cache))
-        if shuffle:
-            files = files.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
-        return batch_examples(
-            files,
-            load,
-            batch_size,
-            seed,
-            repeat,
-            drop_remainder,
-            augment.aspect_ratio_grouping,
-        )
+        return build_dataset(CocoJsonDecoder(self), options)
 
 
 def load_coco(annotation_file: str, image_dir: str, **kwargs) -> CocoDataset:
