@@ -194,7 +194,7 @@ def main(argv=None):
     )
     dataset = train.as_tf_dataset(
         batch_size=args.batch_size,
-        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        canvas=(IMAGE_SIZE, IMAGE_SIZE),
         max_instances=8,
         training=True,
         repeat=True,

@@ -162,7 +162,7 @@ def train(
     network.compile(optimizer=optimizer)
     reader_args = dict(
         batch_size=batch_size,
-        image_size=canvas,
+        canvas=canvas,
         scales=scales,
         max_instances=max_instances,
         training=True,
