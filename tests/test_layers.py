@@ -53,6 +53,34 @@ def test_group_norm_matches_numpy_and_keras():
         GroupNormalization4D(groups=5).build((1, 4, 4, 64))
 
 
+def test_group_norm_float16_safe_statistics_equal_the_plain_formula():
+    """The form the exporters trace (scaled by each group's peak, means as
+    2x2 average pools) gives float64 numpy's group norm in float32, on
+    sizes that pool unevenly, and 0 + beta for a constant group."""
+    from keras_solov2.layers.group_normalization import float16_safe_statistics
+
+    rng = np.random.default_rng(1)
+    for shape in [(1, 112, 152, 64), (2, 25, 34, 32), (1, 4, 4, 64)]:
+        scale = rng.uniform(0.1, 10, shape[-1])
+        x = (rng.normal(300, 50, shape) * scale).astype("float32")
+        x[..., :2] = 7.0  # group 0 is constant
+        layer = GroupNormalization4D(groups=32)
+        layer.build(shape)
+        beta = rng.normal(0, 0.2, shape[-1]).astype("float32")
+        layer.set_weights([np.ones(shape[-1], "float32"), beta])
+        with float16_safe_statistics():
+            got = np.asarray(layer(x))
+        g = x.astype("float64").reshape(shape[0], -1, 32, shape[-1] // 32)
+        normal = (g - g.mean(axis=(1, 3), keepdims=True)) / np.sqrt(
+            g.var(axis=(1, 3), keepdims=True) + 1e-5
+        )
+        expected = normal.reshape(shape) + beta
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_array_equal(
+            got[..., :2], np.broadcast_to(beta[:2], got[..., :2].shape)
+        )
+
+
 def test_coordinates_are_linspace_x_then_y():
     coords = np.asarray(coordinate_channels(np.zeros((1, 3, 5, 4), "float32")))
     np.testing.assert_allclose(coords[0, 1, :, 0], np.linspace(-1, 1, 5), atol=1e-6)

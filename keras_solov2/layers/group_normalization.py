@@ -1,7 +1,30 @@
+import contextlib
+import threading
+
 import keras
 from keras import ops
 
 _SCALE = 1.0 / 16.0
+# Spatial means are taken by 2x2 average pools down to this many values.
+_POOLED_COUNT = 256
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def float16_safe_statistics():
+    """Within it, `GroupNormalization4D` layers traced with static sizes take
+    their statistics in a form that stays accurate on a GPU computing in
+    float16, as LiteRT's accelerator does on a phone (see `_safe_moments`).
+
+    The exporters trace the network inside it. In float32 the result equals
+    the plain formula to rounding (a few ulps).
+    """
+    previous = getattr(_STATE, "safe", False)
+    _STATE.safe = True
+    try:
+        yield
+    finally:
+        _STATE.safe = previous
 
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
@@ -51,6 +74,12 @@ class GroupNormalization4D(keras.layers.Layer):
         shape = ops.shape(inputs)
         channels = inputs.shape[-1]
         x = ops.cast(inputs, "float32")
+        if getattr(_STATE, "safe", False) and all(
+            isinstance(d, int) for d in inputs.shape[1:]
+        ):
+            x = _safe_normalize(x, self.groups, self.epsilon)
+            x = x * ops.cast(self.gamma, x.dtype) + ops.cast(self.beta, x.dtype)
+            return ops.cast(x, self.compute_dtype)
         x = ops.reshape(
             x, (-1, shape[1] * shape[2], self.groups, channels // self.groups)
         )
@@ -76,3 +105,45 @@ class GroupNormalization4D(keras.layers.Layer):
         config = super().get_config()
         config.update({"groups": self.groups, "epsilon": self.epsilon})
         return config
+
+
+def _safe_normalize(x, groups, epsilon):
+    """`(x - mean) / sqrt(var + epsilon)` per group of a static-size
+    `(batch, H, W, C)` tensor, without a float16 sum that can overflow or
+    lose the small terms.
+
+    LiteRT's GPU accelerator sums in float16 (up to 65504, about 3 digits),
+    and a conv output of a trained model reaches thousands: its sum over
+    112 x 152 pixels overflows, its squares overflow alone. So each group is
+    first divided by its largest magnitude (group normalisation does not
+    change with the scale of its input, once `epsilon` is scaled with it),
+    and the spatial means are 2x2 average pools, each of four values of at
+    most 1, down to a few hundred values and one short mean.
+    """
+    channels = x.shape[-1]
+    size = channels // groups
+
+    def per_group(v, reduce):  # (b, 1, 1, C) -> the group's value per channel
+        v = reduce(ops.reshape(v, (-1, 1, groups, size)), axis=-1, keepdims=True)
+        return ops.reshape(v * ops.ones((1, 1, 1, size), v.dtype), (-1, 1, 1, channels))
+
+    peak = per_group(ops.max(ops.abs(x), axis=(1, 2), keepdims=True), ops.max)
+    peak = ops.maximum(peak, 1e-4)
+    y = x / peak
+    mean = per_group(_spatial_mean(y), ops.mean)
+    centered = y - mean
+    variance = per_group(_spatial_mean(ops.square(centered)), ops.mean)
+    # epsilon / peak**2 underflows float16 for large peaks: the floor keeps
+    # an all-constant group at 0 instead of 0 * inf.
+    scaled_epsilon = ops.square(float(epsilon) ** 0.5 / peak)
+    return centered * ops.rsqrt(ops.maximum(variance + scaled_epsilon, 1e-7))
+
+
+def _spatial_mean(x):
+    """Mean over axes 1 and 2 (static), as 2x2 average pools then a mean."""
+    height, width = x.shape[1], x.shape[2]
+    while height * width > _POOLED_COUNT and (height % 2 == 0 or width % 2 == 0):
+        pool = (2 if height % 2 == 0 else 1, 2 if width % 2 == 0 else 1)
+        x = ops.average_pool(x, pool, strides=pool, padding="valid")
+        height, width = height // pool[0], width // pool[1]
+    return ops.mean(x, axis=(1, 2), keepdims=True)
