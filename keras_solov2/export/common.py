@@ -137,6 +137,15 @@ def write_metadata(
         "mask_threshold": model.mask_threshold,
         "score_threshold": model.score_threshold,
         "max_detections": model.max_detections,
+        **(
+            {
+                "input_mask_slots": graphs.input_mask_slots(
+                    model.max_detections, image_size
+                )
+            }
+            if include_postprocessing
+            else {}
+        ),
         "num_classes": model.num_classes,
         "class_names": model.class_names,
         "category_ids": model.category_ids,

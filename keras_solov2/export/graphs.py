@@ -8,6 +8,7 @@ imports `keras_solov2.models`, so that the model may call the exporters.
 import numpy as np
 from keras import ops
 
+from keras_solov2.layers.group_normalization import float16_safe_statistics
 from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
 from keras_solov2.layers.spatial import resize
 from keras_solov2.utils import image_geometry
@@ -25,6 +26,11 @@ OUTPUT_NAMES = (
 # Detections whose masks the file also returns at the input size, as uint8:
 # all that an app has to do with them is read them (docs/android.md).
 INPUT_MASK_SLOTS = 16
+# Values a uint8 output may hold: LiteRT's GPU accelerator on WebGPU copies
+# one out with a workgroup per 64 values, at most 65,535 of them in a
+# dispatch; past that it returns garbage (seen on Mesa's lavapipe:
+# 16 x 480 x 640 masks asked for 76,800 workgroups).
+UINT8_OUTPUT_LIMIT = 65_535 * 64
 # The dense body's outputs (`include_postprocessing=False`).
 BODY_OUTPUT_NAMES = ("category_logits", "kernels", "mask_features")
 INPUT_NAME = "image"
@@ -100,7 +106,9 @@ def fixed_size_function(model, image_size, include_postprocessing=True):
             x = ops.concatenate([x, ops.convert_to_tensor(right)], axis=2)
         if padded[0] > height:
             x = ops.concatenate([x, ops.convert_to_tensor(bottom)], axis=1)
-        dense = model(x, training=False)
+        # Statistics that a GPU computing in float16 keeps accurate.
+        with float16_safe_statistics():
+            dense = model(x, training=False)
         if decoder is None:
             return {name: dense[name] for name in BODY_OUTPUT_NAMES}
         detections = decoder(
@@ -122,15 +130,24 @@ def fixed_size_function(model, image_size, include_postprocessing=True):
     return serve
 
 
+def input_mask_slots(max_detections, image_size):
+    """How many slots `input_masks` holds for a `(H, W)` input:
+    `min(max_detections, INPUT_MASK_SLOTS, UINT8_OUTPUT_LIMIT // (H * W))`,
+    at least 1 (15 at 448x608, 13 at 480x640, 4 at 800x1088)."""
+    height, width = image_size
+    fitting = max(1, UINT8_OUTPUT_LIMIT // (height * width))
+    return min(max_detections, INPUT_MASK_SLOTS, fitting)
+
+
 def input_masks(mask_probs, image_size, mask_threshold, mask_stride):
-    """The first `INPUT_MASK_SLOTS` masks at the input size, uint8 0 or 255.
+    """The first `input_mask_slots` masks at the input size, uint8 0 or 255.
 
     `paste_masks` for an image that is the input itself (upsampled
     x`mask_stride`, cropped to the unpadded input, thresholded), for the
     top-scored slots only: on a GPU it costs less than reading the stride-4
     probabilities back and upsampling them on the host.
     """
-    slots = min(INPUT_MASK_SLOTS, mask_probs.shape[1])
+    slots = input_mask_slots(mask_probs.shape[1], image_size)
     h, w = mask_probs.shape[2], mask_probs.shape[3]
     x = ops.transpose(mask_probs[:, :slots], (0, 2, 3, 1))
     x = resize(x, (h * mask_stride, w * mask_stride), "bilinear")

@@ -49,9 +49,11 @@ def tflite(
     - `candidates_overflow`: int32 `(1,)`, the candidates that the
       decoder's caps left out and that could have changed the result
       (`0`: exact);
-    - `input_masks`: uint8 `(1, min(D, 16), H, W)`, the first 16 slots'
-      masks upsampled to the input, 255 inside and 0 outside: what an app
-      draws, with no work of its own (`masks` for the later slots).
+    - `input_masks`: uint8 `(1, S, H, W)`, the first `S` slots' masks
+      upsampled to the input, 255 inside and 0 outside: what an app draws,
+      with no work of its own (`masks` for the later slots). `S` is
+      `min(D, 16, 4,194,240 // (H * W))`, at least 1: 15 at 448x608, 13 at
+      480x640, 4 at 800x1088 (WebGPU's limit on one uint8 output).
 
     Every op of the file compiles on LiteRT's GPU accelerator alone
     (docs/android.md). With `include_postprocessing=False` the file holds
