@@ -43,7 +43,7 @@ def median_seconds(fn, runs):
 def calibration_images(folder, count):
     """`(images, source)`: the first `count` photos of `folder` for an int8
     calibration, or 8 random 480x640 images when the folder is absent."""
-    from keras_solov2.evaluation import load_image
+    from keras_solov2.io import load_image
 
     if folder and os.path.isdir(folder):
         names = sorted(os.listdir(folder))[:count]

@@ -172,7 +172,7 @@ def accuracy(args):
 
     from keras_solov2 import export
     from keras_solov2.data import CocoDataset
-    from keras_solov2.evaluation import evaluate_model, load_image
+    from keras_solov2.io import load_image
 
     model = keras.saving.load_model(args.model)
     dataset = CocoDataset(args.annotations, args.images)
@@ -182,7 +182,7 @@ def accuracy(args):
     ]
     size = images[0].shape[:2]
     calibration = images[: args.num_calibration_images]
-    rows = [{"variant": "Keras", **keras_ap(evaluate_model, model, args)}]
+    rows = [{"variant": "Keras", **keras_ap(model, args)}]
     with tempfile.TemporaryDirectory() as tmp:
         for q in QUANTIZATIONS:
             path = os.path.join(tmp, f"{q}.tflite")
@@ -205,7 +205,7 @@ def accuracy(args):
             rows.append(
                 {
                     "variant": f"TFLite {LABELS[q]}",
-                    **keras_ap(evaluate_model, predictor, args),
+                    **keras_ap(predictor, args),
                     "median_iou": float(np.median(ious)),
                     "iou_below_0.5": float(np.mean(np.asarray(ious) < 0.5)),
                     "median_score_diff": float(np.median(diffs)),
@@ -236,8 +236,12 @@ def accuracy(args):
     report(args, "export_accuracy", rows, lines)
 
 
-def keras_ap(evaluate_model, model, args):
-    stats = evaluate_model(model, args.annotations, args.images, progress=False)
+def keras_ap(model, args):
+    from keras_solov2.evaluation import evaluate
+
+    stats = evaluate(
+        model, args.annotations, args.images, iou_types=("segm",), progress=False
+    )["segm"]
     return {k: stats[k] for k in ("AP", "AP50", "AP75")}
 
 

@@ -252,7 +252,8 @@ def fp16(args):
 
     from keras_solov2 import export
     from keras_solov2.data import CocoDataset
-    from keras_solov2.evaluation import evaluate_model, load_image
+    from keras_solov2.evaluation import evaluate
+    from keras_solov2.io import load_image
     from keras_solov2.layers import SOLOv2Decoder
 
     model = keras.saving.load_model(args.model)
@@ -292,9 +293,13 @@ def fp16(args):
                 def run(self, canvas, table=by_canvas):
                     return table[np.asarray(canvas, np.uint8)[None].tobytes()]
 
-            stats = evaluate_model(
-                Precomputed(path), args.annotations, args.images, progress=False
-            )
+            stats = evaluate(
+                Precomputed(path),
+                args.annotations,
+                args.images,
+                iou_types=("segm",),
+                progress=False,
+            )["segm"]
             row = {
                 "runtime": f"{accelerator} {precision}",
                 "fully_accelerated": full,

@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 
 import keras_solov2  # noqa: E402
 from keras_solov2.data import CocoDataset, generate_shapes_dataset  # noqa: E402
-from keras_solov2.evaluation import evaluate_model, load_image  # noqa: E402
+from keras_solov2.evaluation import evaluate  # noqa: E402
 from keras_solov2.evaluation.visualization import save_prediction_grid  # noqa: E402
+from keras_solov2.io import load_image  # noqa: E402
 
 IMAGE_SIZE = 128
 # Fixed, so that every machine trains the same model (docs/demo.md).
@@ -235,7 +236,7 @@ def main(argv=None):
     print(f"[demo] saved {model_path}")
 
     print("[demo] COCO mask AP on the generated validation split:")
-    stats = evaluate_model(model, *splits["val"])
+    stats = evaluate(model, *splits["val"], iou_types=("segm",))["segm"]
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(
             {

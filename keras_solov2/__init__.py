@@ -2,7 +2,7 @@
 
 Every public subpackage and module is an attribute of the package after
 `import keras_solov2` (`keras_solov2.export.tflite(...)`,
-`keras_solov2.evaluation.evaluate_model(...)`). The library's are imported
+`keras_solov2.evaluation.evaluate(...)`). The library's are imported
 here: TensorFlow and Keras make almost all of the import's time, and each of
 these adds a few hundredths of a second on top (the optional runtimes, such
 as tf2onnx, ONNX Runtime, LiteRT and torch, are imported only by the

@@ -4,8 +4,8 @@ import math
 
 import keras
 
-from keras_solov2.evaluation.coco_evaluator import coco_evaluation
-from keras_solov2.io import check_coco_paths
+from keras_solov2.evaluation import evaluate
+from keras_solov2.io import check_coco_paths, check_on_invalid
 
 # logs key -> (iou type, COCO statistic)
 LOG_KEYS = {
@@ -46,10 +46,15 @@ class CocoEvaluation(keras.callbacks.Callback):
         prefix: str. Defaults to `"val_"`.
         verbose: int. `1` shows the progress bar and pycocotools' tables.
             Defaults to `1`.
+        on_invalid: str. What an invalid annotation or image file of the
+            validation split does, as in training and `keras-solov2
+            --on-invalid`: `"raise"` an error that names it, or `"skip"` it,
+            count it and leave it out of the ground truth
+            (`keras_solov2.data.CocoDataset`). Defaults to `"raise"`.
 
     Attributes:
-        last_report: the full `keras_solov2.evaluation.coco_evaluation`
-            report of the last evaluation (per-class AP, PR curves, results).
+        last_report: the full `keras_solov2.evaluation.evaluate` report of
+            the last evaluation (per-class AP, PR curves, results).
 
     Example:
     >>> model.fit(ds, epochs=12, callbacks=[
@@ -65,17 +70,20 @@ class CocoEvaluation(keras.callbacks.Callback):
         max_images=None,
         prefix="val_",
         verbose=1,
+        on_invalid="raise",
     ):
         super().__init__()
         check_coco_paths(annotation_file, image_dir)
         if isinstance(every_n_epochs, bool) or int(every_n_epochs) < 1:
             raise ValueError(f"`every_n_epochs` must be >= 1, got {every_n_epochs!r}.")
+        check_on_invalid(on_invalid)
         self.annotation_file = annotation_file
         self.image_dir = image_dir
         self.every_n_epochs = int(every_n_epochs)
         self.max_images = max_images
         self.prefix = prefix
         self.verbose = verbose
+        self.on_invalid = on_invalid
         self.last_report = None
         self._epochs = None
 
@@ -87,12 +95,13 @@ class CocoEvaluation(keras.callbacks.Callback):
         last = self._epochs is not None and epoch + 1 == self._epochs
         if (epoch + 1) % self.every_n_epochs and not last:
             return
-        report = coco_evaluation(
+        report = evaluate(
             self.model,
             self.annotation_file,
             self.image_dir,
             max_images=self.max_images,
             progress=bool(self.verbose),
+            on_invalid=self.on_invalid,
         )
         self.last_report = report
         if logs is not None:

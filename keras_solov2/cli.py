@@ -158,8 +158,8 @@ def _train(args):
 
 
 def _evaluate(args):
-    from keras_solov2.evaluation import check_coco_paths
     from keras_solov2.inference import ap_table, evaluate_to_files
+    from keras_solov2.io import check_coco_paths
 
     # The data first: a wrong path fails in a second, not after the model.
     check_coco_paths(args.annotations, args.images)

@@ -11,9 +11,9 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from keras_solov2.data.images import ImageError
-from keras_solov2.evaluation import coco_evaluation
+from keras_solov2.evaluation import evaluate
 from keras_solov2.evaluation.visualization import draw_instances
-from keras_solov2.io import image_paths, load_image
+from keras_solov2.io import check_on_invalid, image_paths, load_image
 
 
 def encode_rle(mask):
@@ -45,8 +45,7 @@ def predict_to_files(
     Returns:
         list of the per-image dicts written as JSON (none for skipped files).
     """
-    if on_invalid not in ("raise", "skip"):
-        raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}.")
+    check_on_invalid(on_invalid)
     files = image_paths(paths)
     os.makedirs(output, exist_ok=True)
     threshold = model.score_threshold if score_threshold is None else score_threshold
@@ -118,9 +117,9 @@ def evaluate_to_files(
 ):
     """COCO evaluation written to `output`: `results.json` (COCO results
     format, for `COCO.loadRes`), `per_class_ap.csv`, `metrics.json` and
-    `pr_curve.png`. Returns the `coco_evaluation` report (`on_invalid`: see
-    there)."""
-    report = coco_evaluation(
+    `pr_curve.png`. Returns the `keras_solov2.evaluation.evaluate` report
+    (`on_invalid`: see there)."""
+    report = evaluate(
         model, annotation_file, image_dir, progress=progress, on_invalid=on_invalid
     )
     os.makedirs(output, exist_ok=True)

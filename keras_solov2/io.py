@@ -73,6 +73,13 @@ def load_image(path, apply_exif_orientation=True):
         ) from None
 
 
+def check_on_invalid(on_invalid):
+    """A `ValueError` unless `on_invalid`, what an invalid annotation or
+    image file does, is `"raise"` or `"skip"`."""
+    if on_invalid not in ("raise", "skip"):
+        raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}.")
+
+
 def check_coco_paths(annotation_file, image_dir, split=""):
     """A `FileNotFoundError` naming the path unless the COCO json and the
     image folder exist (`split`, e.g. "validation", goes into the message)."""

@@ -95,7 +95,9 @@ def train(
             not an image, not the json's size): `"raise"` an error naming
             it, or `"skip"` it and count it (`CocoDataset`). Every image is
             checked before the model is built, so a bad file stops the run
-            in seconds, not in the middle of an epoch. Defaults to `"raise"`.
+            in seconds, not in the middle of an epoch. The validation
+            split's AP (`CocoEvaluation`) takes the same `on_invalid`.
+            Defaults to `"raise"`.
 
     Returns:
         The `keras.callbacks.History` of the run (this session's epochs).
@@ -178,7 +180,9 @@ def train(
 
     callbacks = []
     if val_annotations is not None:
-        callbacks.append(CocoEvaluation(val_annotations, val_images))
+        callbacks.append(
+            CocoEvaluation(val_annotations, val_images, on_invalid=on_invalid)
+        )
     callbacks.append(keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False))
     metadata = {
         "trained_on": os.path.abspath(annotations or tfrecords),

@@ -1,7 +1,15 @@
 """Captions in drawn predictions: inside their masks, never on each other."""
 
 import numpy as np
+from coco_results_fixtures import (
+    IMAGE_SIZES,
+    GroundTruthModel,
+    prediction_for,
+    rectangle,
+)
+from PIL import Image
 
+from keras_solov2.evaluation import save_prediction_grid
 from keras_solov2.evaluation.visualization import (
     caption_layout,
     draw_instances,
@@ -90,3 +98,44 @@ def test_a_caption_wider_than_a_small_image_stays_inside_it():
     )
     assert 0 <= x0 < x1 <= 30 and 0 <= y0 < y1 <= 20
     draw_instances(np.zeros((20, 30, 3)), mask[None], [0], [0.9], ["a very long name"])
+
+
+def test_draw_instances():
+    image = np.full((40, 50, 3), 100, np.uint8)
+    masks = np.stack(
+        [
+            rectangle((40, 50), 10, 10, 30, 30),
+            rectangle((40, 50), 0, 35, 10, 50),  # padding: not drawn
+            rectangle((40, 50), 30, 35, 40, 50),  # low score: not drawn
+        ]
+    )
+    drawn = draw_instances(
+        image, masks, [1, -1, 0], [0.9, 0.99, 0.1], class_names=["a", "b"]
+    )
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn[25, 25], image[25, 25])  # inside the mask
+    assert np.array_equal(drawn[20, 45], image[20, 45])  # outside every mask
+    assert np.array_equal(drawn[5, 45], image[5, 45])  # padding instance
+    assert np.array_equal(drawn[35, 45], image[35, 45])  # below the threshold
+    assert np.array_equal(image, np.full((40, 50, 3), 100, np.uint8))  # no in-place
+
+
+def test_save_prediction_grid(tmp_path):
+    images = [np.full(IMAGE_SIZES[i] + (3,), 90, np.uint8) for i in (1, 2)]
+    predictions = [
+        {key: value[0] for key, value in prediction_for(i).items()} for i in (1, 2)
+    ]
+    path = tmp_path / "grid.png"
+    grid = save_prediction_grid(images, predictions, str(path), columns=2, padding=2)
+    with Image.open(path) as saved:
+        assert saved.size == (grid.shape[1], grid.shape[0])
+        np.testing.assert_array_equal(np.asarray(saved.convert("RGB")), grid)
+    assert grid.shape == (64 + 2 * 2, 2 * 80 + 3 * 2, 3)  # cells of the largest size
+    # Batched form, as returned by predict for same-sized images.
+    batched = GroundTruthModel().predict(
+        np.stack([np.full((48, 48, 3), i, np.uint8) for i in (2, 2)])
+    )
+    grid = save_prediction_grid(
+        [np.zeros((48, 48, 3), np.uint8)] * 2, batched, str(path)
+    )
+    assert grid.dtype == np.uint8

@@ -360,7 +360,7 @@ def check_against_interpreter(page, result, model_path, score_atol):
 def test_page_detections_equal_the_python_interpreters(browser, page_url, models):
     from PIL import Image
 
-    from keras_solov2.evaluation import load_image
+    from keras_solov2.io import load_image
     from keras_solov2.layers import paste_masks
 
     page = open_page(browser, page_url + "?backend=wasm&min_score=0")
