@@ -6,67 +6,26 @@ import tensorflow as tf
 from image_reference import (
     assert_mean_padding,
     bilinear,
-    fit_size,
     keep_ratio_size,
     valid_extent,
 )
+from tfds_examples import (
+    CANVAS,
+    EXAMPLES,
+    dataset_of,
+    fit_to_canvas,
+    raw_dataset,
+    rect_masks,
+)
 
 from keras_solov2.data import from_tfds
-
-CANVAS = (64, 64)
-# (h, w, [(label, y1, x1, y2, x2) inclusive-exclusive rectangles])
-EXAMPLES = [
-    (40, 60, [(1, 2, 3, 10, 20), (3, 20, 30, 39, 59), (2, 0, 0, 0, 0)]),
-    (50, 30, [(2, 5, 5, 45, 25)]),
-    (33, 47, []),
-]
-
-
-def _example(k, h, w, rects):
-    rng = np.random.default_rng(k)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    masks = np.zeros((len(rects), h, w, 1), np.uint8)
-    for i, (_, y1, x1, y2, x2) in enumerate(rects):
-        masks[i, y1:y2, x1:x2] = 1  # the third of example 0 stays empty
-    labels = np.array([r[0] for r in rects], np.int64)
-    boxes = np.array(
-        [[y1 / h, x1 / w, y2 / h, x2 / w] for _, y1, x1, y2, x2 in rects], np.float32
-    ).reshape(-1, 4)
-    ids = np.zeros((h, w), np.int32)
-    for i in range(len(rects)):
-        ids[masks[i, :, :, 0] > 0] = i + 1
-    return {
-        "image": image,
-        "objects": {"mask": masks, "label": labels, "bbox": boxes},
-        "panoptic": ids,
-    }
-
-
-def _raw_dataset():
-    examples = [_example(k, *e) for k, e in enumerate(EXAMPLES)]
-    signature = {
-        "image": tf.TensorSpec([None, None, 3], tf.uint8),
-        "objects": {
-            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
-            "label": tf.TensorSpec([None], tf.int64),
-            "bbox": tf.TensorSpec([None, 4], tf.float32),
-        },
-        "panoptic": tf.TensorSpec([None, None], tf.int32),
-    }
-    return tf.data.Dataset.from_generator(
-        lambda: iter(examples), output_signature=signature
-    ), examples
-
-
-def _size(h, w):
-    return fit_size(h, w, CANVAS)
 
 
 def _expected(example, m, label_offset, flip=False):
     """Numpy reference: kept masks, labels and tight boxes on the canvas."""
     image = example["image"]
     h, w = image.shape[:2]
-    rh, rw = _size(h, w)
+    rh, rw = fit_to_canvas(h, w)
     rows = (2 * np.arange(rh) + 1) * h // (2 * rh)
     cols = (2 * np.arange(rw) + 1) * w // (2 * rw)
     full = example["objects"]["mask"][..., 0]
@@ -115,7 +74,7 @@ def _check_batches(ds, examples, m, label_offset, flip=False):
 
 
 def test_stack_masks_exact_and_empty_counted(capfd):
-    raw, examples = _raw_dataset()
+    raw, examples = raw_dataset()
     ds = from_tfds(
         raw,
         batch_size=2,
@@ -140,7 +99,7 @@ def test_stack_masks_exact_and_empty_counted(capfd):
 
 
 def test_static_batch_and_flip():
-    raw, examples = _raw_dataset()
+    raw, examples = raw_dataset()
     ds = from_tfds(
         raw,
         batch_size=2,
@@ -164,7 +123,7 @@ def test_static_batch_and_flip():
 
 
 def test_random_scale_draws_follow_seed():
-    raw, _ = _raw_dataset()
+    raw, _ = raw_dataset()
 
     def run(seed):
         ds = from_tfds(
@@ -192,7 +151,7 @@ def test_random_scale_draws_follow_seed():
 
 
 def test_given_tfds_boxes_and_id_image_match_stack():
-    raw, examples = _raw_dataset()
+    raw, examples = raw_dataset()
     common = dict(
         batch_size=2,
         canvas=CANVAS,
@@ -218,7 +177,7 @@ def test_given_tfds_boxes_and_id_image_match_stack():
 
 
 def test_truncation_counted_and_raise_on_empty():
-    raw, _ = _raw_dataset()
+    raw, _ = raw_dataset()
     ds = from_tfds(
         raw,
         batch_size=3,
@@ -246,7 +205,7 @@ def test_truncation_counted_and_raise_on_empty():
 
 
 def test_bad_feature_map():
-    raw, _ = _raw_dataset()
+    raw, _ = raw_dataset()
     with pytest.raises(KeyError, match="no key 'masks'"):
         from_tfds(
             raw,
@@ -256,85 +215,6 @@ def test_bad_feature_map():
         )
     with pytest.raises(ValueError, match="Unknown feature_map"):
         from_tfds(raw, feature_map={"mask": "x"}, canvas=CANVAS, mask_targets="full")
-
-
-def test_tfds_mock_data_smoke(tmp_path):
-    tfds = pytest.importorskip(
-        "tensorflow_datasets", reason="tensorflow_datasets is not installed"
-    )
-    from etils import epath
-
-    class ToyInstances(tfds.core.GeneratorBasedBuilder):
-        """A builder whose features we define; mock_data never runs its code."""
-
-        VERSION = tfds.core.Version("1.0.0")
-        pkg_dir_path = epath.Path(tmp_path)
-
-        def _info(self):
-            return self.dataset_info_from_configs(
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(32, 48, 3)),
-                        "objects": tfds.features.Sequence(
-                            {
-                                "mask": tfds.features.Tensor(
-                                    shape=(32, 48, 1), dtype=np.uint8
-                                ),
-                                "label": tfds.features.ClassLabel(num_classes=3),
-                            }
-                        ),
-                    }
-                )
-            )
-
-        def _split_generators(self, dl_manager):
-            raise NotImplementedError
-
-        def _generate_examples(self):
-            raise NotImplementedError
-
-    def align(example):
-        # mock_data draws each sequence's length independently.
-        objects = example["objects"]
-        n = tf.minimum(tf.shape(objects["mask"])[0], tf.shape(objects["label"])[0])
-        example["objects"] = {k: v[:n] for k, v in objects.items()}
-        return example
-
-    with tfds.testing.mock_data(
-        num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE
-    ):
-        raw = tfds.load(ToyInstances.name, split="train").map(align)
-        ds = from_tfds(
-            raw,
-            batch_size=2,
-            canvas=(64, 64),
-            max_instances=5,
-            return_counts=True,
-            on_empty="ignore_but_count",
-            mask_targets="full",
-        )
-        batches = list(ds)
-    assert len(batches) == 2
-    for images, targets, counts in batches:
-        assert images.shape == (2, 64, 64, 3)
-        assert targets["masks"].shape == (2, 5, 64, 64)
-        labels = targets["labels"].numpy()
-        assert labels.min() >= -1 and labels.max() <= 2
-        assert set(np.unique(targets["masks"])) <= {0, 1}
-        assert counts["truncated"].shape == (2,)
-
-
-def _dataset(examples, signature):
-    return tf.data.Dataset.from_generator(
-        lambda: iter(examples), output_signature=signature
-    )
-
-
-def _rect_masks(h, w, rects):
-    masks = np.zeros((len(rects), h, w, 1), np.uint8)
-    for i, (y1, x1, y2, x2) in enumerate(rects):
-        masks[i, y1:y2, x1:x2] = 1
-    return masks
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -352,7 +232,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
             {
                 "image": np.random.default_rng(k).integers(0, 256, (h, w, 3), np.uint8),
                 "objects": {
-                    "mask": _rect_masks(h, w, [(1, 1, 4, 4)] * len(xyxy)),
+                    "mask": rect_masks(h, w, [(1, 1, 4, 4)] * len(xyxy)),
                     "label": np.arange(len(xyxy), dtype=np.int64),
                     "xyxy": xyxy,
                     "bbox": tfds_boxes,
@@ -377,7 +257,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
     )
     ((_, xyxy_targets),) = list(
         from_tfds(
-            _dataset(examples, signature),
+            dataset_of(examples, signature),
             feature_map={"boxes": "objects/xyxy"},
             box_format="xyxy",
             **common,
@@ -386,7 +266,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
     )
     ((_, tfds_targets),) = list(
         from_tfds(
-            _dataset(examples, signature),
+            dataset_of(examples, signature),
             feature_map={"boxes": "objects/bbox"},
             box_format="tfds",
             **common,
@@ -394,7 +274,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
         )
     )
     for b, (h, w, xyxy) in enumerate(specs):
-        rh, rw = _size(h, w)
+        rh, rw = fit_to_canvas(h, w)
         want = np.zeros((3, 4), np.float64)
         for i, (x1, y1, x2, y2) in enumerate(xyxy):
             x1, x2 = np.clip([x1 * rw / w, x2 * rw / w], 0, rw)
@@ -406,7 +286,7 @@ def test_xyxy_boxes_scaled_clipped_flipped(flip):
         np.testing.assert_allclose(tfds_targets["boxes"][b], want, atol=1e-5)
     np.testing.assert_allclose(xyxy_targets["boxes"], tfds_targets["boxes"], atol=1e-5)
     # Sanity: the clipped box of example 0 spans the whole resized width.
-    assert _size(40, 60) == (43, 64)
+    assert fit_to_canvas(40, 60) == (43, 64)
     np.testing.assert_allclose(
         xyxy_targets["boxes"].numpy()[0, 1, [0, 2]], [0, 64], atol=1e-5
     )
@@ -447,11 +327,11 @@ def test_rgb_id_image_matches_stack():
     }
     common = dict(batch_size=1, canvas=CANVAS, max_instances=4, training=False)
     ((_, stack),) = list(
-        from_tfds(_dataset([example], signature), **common, mask_targets="full")
+        from_tfds(dataset_of([example], signature), **common, mask_targets="full")
     )
     ((_, rgb_targets),) = list(
         from_tfds(
-            _dataset([example], signature),
+            dataset_of([example], signature),
             feature_map={"masks": "panoptic", "instance_ids": "objects/id"},
             mask_format="id_image",
             **common,
@@ -465,199 +345,3 @@ def test_rgb_id_image_matches_stack():
     for key in ("masks", "labels", "boxes"):
         np.testing.assert_array_equal(rgb_targets[key], stack[key])
     np.testing.assert_array_equal(rgb_targets["labels"][0], [2, 0, 1, -1])
-
-
-N_SHUFFLE = 8
-
-
-def _numbered_dataset():
-    """Examples `k = 0..7`: label `k`, image value `k`, a mask at the left."""
-    examples = []
-    for k in range(N_SHUFFLE):
-        examples.append(
-            {
-                "image": np.full((32, 32, 3), k, np.uint8),
-                "objects": {
-                    "mask": _rect_masks(32, 32, [(k, 0, k + 4, 8)]),
-                    "label": np.array([k], np.int64),
-                },
-            }
-        )
-    signature = {
-        "image": tf.TensorSpec([None, None, 3], tf.uint8),
-        "objects": {
-            "mask": tf.TensorSpec([None, None, None, 1], tf.uint8),
-            "label": tf.TensorSpec([None], tf.int64),
-        },
-    }
-    return _dataset(examples, signature)
-
-
-def _epochs(ds, epochs=2):
-    """Per epoch: the example numbers in order and the flags of flipped ones."""
-    out = []
-    for _ in range(epochs):
-        order, flips = [], []
-        for _, targets in ds:
-            order.extend(targets["labels"][:, 0].numpy().tolist())
-            # The mask sits at columns 0..15 of the 64-px canvas unless flipped.
-            flips.extend((targets["boxes"][:, 0, 0].numpy() > 0).tolist())
-        out.append((order, flips))
-    return out
-
-
-def test_shuffle_buffer_deterministic_per_seed():
-    def make(seed, shuffle_buffer=N_SHUFFLE):
-        return from_tfds(
-            _numbered_dataset(),
-            batch_size=2,
-            canvas=CANVAS,
-            max_instances=2,
-            seed=seed,
-            shuffle_buffer=shuffle_buffer,
-            mask_targets="full",
-        )
-
-    a, b = make(5), make(5)
-    for _ in range(2):  # two epochs, compared batch by batch
-        for (img_a, t_a), (img_b, t_b) in zip(a, b, strict=True):
-            np.testing.assert_array_equal(img_a, img_b)
-            for key in ("masks", "labels", "boxes"):
-                np.testing.assert_array_equal(t_a[key], t_b[key])
-    (order1, flips1), (order2, flips2) = _epochs(make(5))
-    for order in (order1, order2):
-        # A full permutation: every example exactly once per epoch.
-        assert sorted(order) == list(range(N_SHUFFLE))
-    assert order1 != list(range(N_SHUFFLE))
-    assert order1 != order2  # reshuffled every epoch
-    (other, _), _ = _epochs(make(6))
-    assert sorted(other) == list(range(N_SHUFFLE)) and other != order1
-    # Buffer larger than the dataset: still each example once per epoch.
-    for order, _ in _epochs(make(5, shuffle_buffer=100)):
-        assert sorted(order) == list(range(N_SHUFFLE))
-    # The flip draw follows the position after shuffling, so the flip pattern
-    # is that of the unshuffled run with the same seed.
-    plain = _epochs(make(5, shuffle_buffer=None))
-    assert [o for o, _ in plain] == [list(range(N_SHUFFLE))] * 2
-    assert [flips1, flips2] == [f for _, f in plain]
-    assert 0 < sum(flips1) < N_SHUFFLE
-
-
-def test_shuffle_buffer_with_repeat_reshuffles():
-    ds = from_tfds(
-        _numbered_dataset(),
-        batch_size=4,
-        canvas=CANVAS,
-        max_instances=1,
-        training=False,
-        seed=2,
-        shuffle_buffer=N_SHUFFLE,
-        repeat=True,
-        mask_targets="full",
-    )
-    order = [k for _, t in ds.take(6) for k in t["labels"][:, 0].numpy().tolist()]
-    epochs = [order[i : i + N_SHUFFLE] for i in range(0, len(order), N_SHUFFLE)]
-    for epoch in epochs:
-        assert sorted(epoch) == list(range(N_SHUFFLE))
-    assert len({tuple(e) for e in epochs}) == 3
-
-
-@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
-def test_bad_shuffle_buffer(bad):
-    raw, _ = _raw_dataset()
-    with pytest.raises(ValueError, match="shuffle_buffer"):
-        from_tfds(raw, canvas=CANVAS, shuffle_buffer=bad, mask_targets="full")
-
-
-def _float_dataset(scale):
-    """`_raw_dataset` with float32 images: the uint8 values times `scale`/255."""
-    raw, examples = _raw_dataset()
-    return raw.map(
-        lambda e: dict(e, image=tf.cast(e["image"], tf.float32) * (scale / 255.0))
-    ), examples
-
-
-@pytest.mark.parametrize("scale", [1.0, 255.0])
-def test_float_images_with_their_scale(scale):
-    common = dict(
-        batch_size=3,
-        canvas=CANVAS,
-        max_instances=4,
-        training=False,
-        on_empty="ignore_but_count",
-    )
-    ((want, want_targets),) = list(
-        from_tfds(_raw_dataset()[0], **common, mask_targets="full")
-    )
-    floats, examples = _float_dataset(scale)
-    ((got, got_targets),) = list(
-        from_tfds(floats, image_scale=scale, **common, mask_targets="full")
-    )
-    # Exactly the uint8 images' batches: not black, not truncated.
-    np.testing.assert_array_equal(got, want)
-    for key in ("masks", "labels", "boxes"):
-        np.testing.assert_array_equal(got_targets[key], want_targets[key])
-    rh, rw = _size(*EXAMPLES[0][:2])
-    reference = bilinear(examples[0]["image"], rh, rw)
-    assert np.abs(got[0].numpy()[:rh, :rw] - reference).max() <= 1
-    assert got[0].numpy()[:rh, :rw].mean() > 100  # noise, mean about 127
-
-
-def test_float_images_need_the_right_scale():
-    floats, _ = _float_dataset(1.0)
-    with pytest.raises(ValueError, match=r"feature_map\['image'\] = 'image'.*float32"):
-        from_tfds(floats, canvas=CANVAS, mask_targets="full")
-    with pytest.raises(ValueError, match="image_scale=255.0.*image_scale=1.0"):
-        from_tfds(floats, canvas=CANVAS, mask_targets="full")
-    # 0..255 floats declared as [0, 1]: an error when read, not white images.
-    floats, _ = _float_dataset(255.0)
-    wrong = from_tfds(
-        floats,
-        batch_size=1,
-        canvas=CANVAS,
-        image_scale=1.0,
-        on_empty="ignore_but_count",
-        mask_targets="full",
-    )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="is image_scale right"):
-        list(wrong)
-    raw, _ = _raw_dataset()
-    with pytest.raises(ValueError, match="only for float images"):
-        from_tfds(raw, canvas=CANVAS, image_scale=255.0, mask_targets="full")
-    with pytest.raises(ValueError, match="image_scale"):
-        from_tfds(floats, canvas=CANVAS, image_scale=0.0, mask_targets="full")
-
-
-def test_wide_integer_images_are_checked():
-    raw, _ = _raw_dataset()
-    wide = raw.map(lambda e: dict(e, image=tf.cast(e["image"], tf.int32) * 2))
-    ds = from_tfds(
-        wide,
-        batch_size=1,
-        canvas=CANVAS,
-        on_empty="ignore_but_count",
-        mask_targets="full",
-    )
-    with pytest.raises(
-        tf.errors.InvalidArgumentError, match="values must be in 0..255"
-    ):
-        list(ds)
-
-
-def test_default_canvas_and_size_divisor():
-    raw, _ = _raw_dataset()
-    with pytest.raises(ValueError, match="`canvas`.*required without"):
-        from_tfds(raw, mask_targets="full")
-    # The longest scale side 90: 96 with the default 32, 128 with 64.
-    common = dict(batch_size=1, scales=[(90, 60)], on_empty="ignore_but_count")
-    ds = from_tfds(raw, **common, mask_targets="full")
-    assert ds.element_spec[0].shape == (1, 96, 96, 3)
-    ds = from_tfds(raw, training=False, size_divisor=64, **common, mask_targets="full")
-    assert ds.element_spec[0].shape == (1, 128, 128, 3)
-    for images, _ in ds:
-        image = images[0].numpy()
-        rh, rw = valid_extent(image)
-        assert_mean_padding(image, rh, rw)
-    assert (rh, rw) == keep_ratio_size(*EXAMPLES[-1][:2], (90, 60))
-    with pytest.raises(ValueError, match=r"multiples of `size_divisor` \(64\)"):
-        from_tfds(raw, canvas=(96, 96), size_divisor=64, mask_targets="full")

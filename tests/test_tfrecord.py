@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from coco_mini import ANN_FILE, IMAGE_DIR
 from image_reference import valid_extent
 
 from keras_solov2.data import (
@@ -22,10 +23,6 @@ from keras_solov2.data import (
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning"
 )
-
-FIXTURE = Path(__file__).parent / "fixtures" / "coco_mini"
-ANN_FILE = FIXTURE / "annotations" / "instances_val2017.json"
-IMAGE_DIR = FIXTURE / "val2017"
 
 
 @pytest.fixture(scope="module")
@@ -237,20 +234,9 @@ def test_cli_to_tfrecord(tmp_path, capsys):
 
     from keras_solov2.cli import main
 
-    root = os.path.join(os.path.dirname(__file__), "fixtures", "coco_mini")
     prefix = str(tmp_path / "coco")
-    main(
-        [
-            "data",
-            "to-tfrecord",
-            os.path.join(root, "annotations", "instances_val2017.json"),
-            os.path.join(root, "val2017"),
-            "--output",
-            prefix,
-            "--shards",
-            "2",
-        ]
-    )
+    args = ["data", "to-tfrecord", str(ANN_FILE), str(IMAGE_DIR)]
+    main([*args, "--output", prefix, "--shards", "2"])
     assert "Wrote 2 shards (5 images)" in capsys.readouterr().out
     assert len(glob.glob(prefix + "-*.tfrecord")) == 2
 
