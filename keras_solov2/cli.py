@@ -465,8 +465,8 @@ def build_parser():
     )
     web.add_argument(
         "--page",
-        help="the built page folder (default: web/dist of this checkout, "
-        "built by `make web`)",
+        help="the built page folder (default: the page installed with the "
+        "package, keras_solov2/web_page/, built by `make web`)",
     )
     return parser
 

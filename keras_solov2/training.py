@@ -25,7 +25,7 @@ from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
 from keras_solov2.data import CocoDataset, read_tfrecords
 from keras_solov2.data.tfrecord import read_tfrecord_metadata
 from keras_solov2.evaluation.visualization import save_prediction_grid
-from keras_solov2.io import check_coco_paths, load_image
+from keras_solov2.io import ImageError, check_coco_paths, load_image
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer
@@ -215,6 +215,7 @@ def train(
             val_images,
             os.path.join(output, "predictions.png"),
             num_grid_images,
+            on_invalid=on_invalid,
         )
     return history
 
@@ -354,17 +355,28 @@ def plot_results(results_csv, path):
     plt.close(fig)
 
 
-def save_ground_truth_grid(model, annotation_file, image_dir, path, count=4):
-    """A PNG with, per row, a validation image's ground truth and predictions."""
+def save_ground_truth_grid(
+    model, annotation_file, image_dir, path, count=4, on_invalid="raise"
+):
+    """A PNG with, per row, a validation image's ground truth and predictions:
+    the first `count` images that can be read (`on_invalid="skip"` passes
+    over the others; `"raise"` stops at the first)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(annotation_file)
-    ids = sorted(coco.getImgIds())[:count]
+    ids = sorted(coco.getImgIds())
     label_of = {
         int(c): i for i, c in enumerate(model.category_ids or sorted(coco.getCatIds()))
     }
     images, drawn = [], []
     for info in coco.loadImgs(ids):
-        image = load_image(os.path.join(image_dir, info["file_name"]))
+        if len(images) == 2 * count:
+            break
+        try:
+            image = load_image(os.path.join(image_dir, info["file_name"]))
+        except (FileNotFoundError, ImageError):
+            if on_invalid != "skip":
+                raise
+            continue
         anns = [
             a
             for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))

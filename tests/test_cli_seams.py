@@ -344,3 +344,21 @@ def test_a_failed_download_leaves_no_output_folder(data, tmp_path, capsys, monke
                      "--output", str(output)]) == 2  # fmt: skip
     assert "Could not download" in error_line(capsys)
     assert not output.exists()
+
+
+def test_the_prediction_grid_passes_over_an_unreadable_image_when_told(data, tmp_path):
+    """train(on_invalid="skip") ends with this grid: it used to raise at the
+    very end, after the model was trained and saved."""
+    from PIL import Image
+
+    from keras_solov2.io import ImageError
+    from keras_solov2.training import save_ground_truth_grid
+
+    _, annotations, images = data
+    model = tiny_model(num_classes=4)
+    png = str(tmp_path / "grid.png")
+    with pytest.raises(ImageError, match=BAD):
+        save_ground_truth_grid(model, annotations, images, png, count=4)
+    save_ground_truth_grid(model, annotations, images, png, count=4, on_invalid="skip")
+    # Four readable images of 64x64, each twice (ground truth, predictions).
+    assert Image.open(png).size[1] >= 4 * 64

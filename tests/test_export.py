@@ -555,7 +555,7 @@ def test_cli_export_refuses_unknown_models_and_misplaced_options(tmp_path, capsy
 def test_litert_predictor_follows_predicts_contract_and_evaluates(
     model, exported, tmp_path
 ):
-    from keras_solov2.evaluation import evaluate_model
+    from keras_solov2.evaluation import evaluate
 
     predictor = export.LiteRTPredictor(exported["end_to_end"])
     image = sample_image()
@@ -574,10 +574,10 @@ def test_litert_predictor_follows_predicts_contract_and_evaluates(
     annotations = generate_shapes_dataset(
         str(tmp_path / "shapes"), 2, image_size=(120, 80), seed=3
     )
-    stats = evaluate_model(
+    report = evaluate(
         predictor, annotations, str(tmp_path / "shapes" / "images"), progress=False
     )
-    assert 0.0 <= stats["AP"] <= 1.0
+    assert 0.0 <= report["segm"]["AP"] <= 1.0
     big = np.random.default_rng(4).integers(0, 256, (2, 120, 80, 3)).astype("uint8")
     out = predictor.predict(big)
     assert out["masks"].shape == (2, model.max_detections, 120, 80)

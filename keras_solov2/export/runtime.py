@@ -15,8 +15,9 @@ class LiteRTPredictor:
     interpreter (XNNPACK on `num_threads` threads), and its masks are pasted
     at the image's original size (`keras_solov2.layers.paste_masks`), with
     the exact boxes of those masks, as `model.predict` returns them. So
-    `evaluate_model(predictor, annotations, images)` measures the exported
-    file's COCO AP with the same code as the Keras model's.
+    `keras_solov2.evaluation.evaluate(predictor, annotations, images)`
+    measures the exported file's COCO AP with the same code as the Keras
+    model's.
 
     Args:
         path: str. A `.tflite` written by `keras_solov2.export.tflite`, with

@@ -15,7 +15,6 @@ metadata_file = common.metadata_file
 _require_tensorflow_backend = common.require_tensorflow_backend
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def tflite(
@@ -255,7 +254,7 @@ def _calibration_images(data, image_size, limit):
 
 
 def _iterate_images(data):
-    from keras_solov2.evaluation import load_image
+    from keras_solov2.io import IMAGE_EXTENSIONS, load_image
 
     if isinstance(data, (str, os.PathLike)):
         folder = str(data)
@@ -264,11 +263,11 @@ def _iterate_images(data):
         paths = sorted(
             p
             for p in glob.glob(os.path.join(folder, "*"))
-            if p.lower().endswith(_IMAGE_EXTENSIONS)
+            if p.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not paths:
             raise ValueError(
-                f"No images ({', '.join(_IMAGE_EXTENSIONS)}) in {folder!r}."
+                f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r}."
             )
         for p in paths:
             yield load_image(p)
