@@ -92,7 +92,8 @@ def evaluate(
     Example:
     >>> report = keras_solov2.evaluation.evaluate(
     ...     model, "annotations.json", "images/")
-    >>> report["segm"]["AP"], report["bbox"]["AP"]
+    >>> masks, boxes = report["segm"], report["bbox"]
+    >>> masks["AP"], boxes["AP"]
 
     Reference: SOLOv2 (https://arxiv.org/abs/2003.10152).
     """
