@@ -26,6 +26,18 @@ ACCELERATORS = {
 }
 
 
+def read(buffer, count, dtype, attempts=5):
+    """`buffer.read`, again if it times out waiting for the GPU: on software
+    Vulkan a large model (R50 at 800x1088) can take longer than LiteRT waits
+    to lock the first output ("Failed to lock custom tensor buffer")."""
+    for attempt in range(attempts):
+        try:
+            return buffer.read(count, dtype)
+        except RuntimeError as error:
+            if "Failed to lock" not in str(error) or attempt == attempts - 1:
+                raise
+
+
 def main(model_path, accelerator, input_path, output_path, precision="fp16"):
     # Dawn (the WebGPU backend) wants a private runtime folder.
     if not os.environ.get("XDG_RUNTIME_DIR"):
@@ -55,7 +67,7 @@ def main(model_path, accelerator, input_path, output_path, precision="fp16"):
         for name, buffer in zip(names, outputs, strict=True):
             shape = tuple(details[name]["shape"])
             dtype = np.dtype(details[name]["dtype"])
-            values = buffer.read(int(np.prod(shape)), dtype)
+            values = read(buffer, int(np.prod(shape)), dtype)
             run[name] = np.asarray(values).reshape(shape)
         runs.append(run)
     results = {"fully_accelerated": np.asarray(model.is_fully_accelerated())}
