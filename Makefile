@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest
 
-# The in-browser page (web/, LiteRT.js) into keras_solov2/web_page/, package
+# The in-browser page (web/, LiteRT.js) into keras_solov2/app/web_page/, package
 # data that `keras-solov2 web` serves; needs Node.js and npm. Its tests skip
 # without it (not in CI).
 web:

@@ -6,8 +6,10 @@ Every public subpackage and module is an attribute of the package after
 here: TensorFlow and Keras make almost all of the import's time, and each of
 these adds a few hundredths of a second on top (the optional runtimes, such
 as tf2onnx, ONNX Runtime, LiteRT and torch, are imported only by the
-functions that use them). The application modules, the command line (`cli`)
-and its web server (`web`), are imported on first access instead.
+functions that use them). The application, `keras_solov2.app` (the command
+line, its web server and the files they write), is imported on first access
+instead. `cli`, `web` and `inference`, its modules' names before it, still
+work for one release and warn (`DeprecationWarning`).
 """
 
 import importlib
@@ -24,7 +26,6 @@ from keras_solov2 import (  # noqa: E402
     distribution,
     evaluation,
     export,
-    inference,
     io,
     layers,
     losses,
@@ -39,12 +40,14 @@ from keras_solov2.models.solov2_backbone import SOLOv2Backbone  # noqa: E402
 from keras_solov2.optimizers import TorchSGD, WarmupStepSchedule, solov2_optimizer  # noqa: E402
 from keras_solov2.version import __version__  # noqa: E402
 
-# Imported by `__getattr__` when first used (PEP 562).
-_LAZY_MODULES = ("cli", "web")
+# Imported by `__getattr__` when first used (PEP 562); the deprecated ones
+# are the application's modules under their old names (`_moved`).
+_LAZY_MODULES = ("app",)
+_DEPRECATED_MODULES = ("cli", "inference", "web")
 
 
 def __getattr__(name):
-    if name in _LAZY_MODULES:
+    if name in _LAZY_MODULES + _DEPRECATED_MODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -59,14 +62,13 @@ __all__ = [
     "TorchSGD",
     "WarmupStepSchedule",
     "__version__",
+    "app",
     "callbacks",
-    "cli",
     "convert",
     "data",
     "distribution",
     "evaluation",
     "export",
-    "inference",
     "io",
     "layers",
     "losses",
@@ -77,5 +79,4 @@ __all__ = [
     "training",
     "utils",
     "version",
-    "web",
 ]

@@ -1,7 +1,7 @@
 """Seams a new user broke (issue 22): bad input gets one line that names the
 file, annotation id or flag, exit status 2, skips are counted, nothing hangs.
 
-Most cases run `keras_solov2.cli.main` in this process; the hang needs
+Most cases run `keras_solov2.app.cli.main` in this process; the hang needs
 fresh interpreters, since it happened at interpreter exit."""
 
 import concurrent.futures
@@ -17,7 +17,7 @@ import keras
 import pytest
 from conftest import tiny_model
 
-from keras_solov2 import cli
+from keras_solov2.app import cli
 from keras_solov2.data import generate_shapes_dataset
 from keras_solov2.export import common
 
@@ -78,7 +78,7 @@ def our_lines(stderr):
 
 def run_cli(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "keras_solov2.cli", *args],
+        [sys.executable, "-m", "keras_solov2", *args],
         capture_output=True,
         text=True,
         env=ENV,
@@ -123,7 +123,7 @@ def test_train_on_a_truncated_jpeg_ends_with_one_line_every_time(data, tmp_path)
     args = ["train", annotations, images, "--model", str(root / "preset"),
             "--image-size", "64", "64", "--epochs", "1",
             "--batch-size", "2"]  # fmt: skip
-    command = [sys.executable, "-m", "keras_solov2.cli", *args]
+    command = [sys.executable, "-m", "keras_solov2", *args]
     results = repeated([*command, "--output", str(tmp_path / "run")])
     for result in results:
         assert result.returncode == 2, result.stderr[-2000:]

@@ -457,7 +457,7 @@ def test_input_masks_of_a_480x640_file_are_the_cpus_on_the_gpu(model, tmp_path):
 def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
     from PIL import Image
 
-    from keras_solov2 import cli
+    from keras_solov2.app import cli
 
     keras_file = str(tmp_path / "tiny.keras")
     model.save(keras_file)
@@ -538,7 +538,7 @@ def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
 
 
 def test_cli_export_refuses_unknown_models_and_misplaced_options(tmp_path, capsys):
-    from keras_solov2 import cli
+    from keras_solov2.app import cli
 
     assert (
         cli.main(["export", "nope", "--format", "tflite", "--output", "x.tflite"]) == 2

@@ -335,7 +335,7 @@ def test_cached_tfrecords_reshuffle_records_after_the_first_epoch(tmp_path):
 
 
 def test_cli_skips_and_reports_a_truncated_image(tmp_path, capsys):
-    from keras_solov2.cli import main
+    from keras_solov2.app.cli import main
 
     ann, data = _two_images(tmp_path)
     _truncate(tmp_path / data["images"][0]["file_name"])

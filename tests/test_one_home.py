@@ -9,7 +9,8 @@ from conftest import tiny_model
 from PIL import Image
 
 import keras_solov2
-from keras_solov2 import cli, inference, training
+from keras_solov2 import training
+from keras_solov2.app import cli, outputs
 
 # The module (`keras_solov2.export.tflite` is also the name of its function).
 tflite = importlib.import_module("keras_solov2.export.tflite")
@@ -46,7 +47,7 @@ def test_predict_finds_every_image_format_that_pillow_reads(tmp_path):
     for name in ("a.jpg", "b.JPEG", "c.png", "d.bmp", "e.webp", "f.tif", "g.TIFF"):
         Image.new("RGB", (4, 4)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    found = [p.rsplit("/", 1)[-1] for p in inference.image_paths([str(tmp_path)])]
+    found = [p.rsplit("/", 1)[-1] for p in outputs.image_paths([str(tmp_path)])]
     assert found == ["a.jpg", "b.JPEG", "c.png", "d.bmp", "e.webp", "f.tif", "g.TIFF"]
 
 

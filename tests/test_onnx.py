@@ -216,7 +216,7 @@ def test_body_file_holds_the_dense_outputs(model, tmp_path):
 
 @pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_cli_exports_an_onnx_file_that_agrees_with_keras(model, tmp_path):
-    from keras_solov2 import cli
+    from keras_solov2.app import cli
 
     keras_file = str(tmp_path / "tiny.keras")
     model.save(keras_file)
@@ -262,7 +262,7 @@ def test_the_docs_python_example_runs_the_file(model, exported, tmp_path):
 
 
 def test_onnx_arguments_are_checked(model, tmp_path, capsys):
-    from keras_solov2 import cli
+    from keras_solov2.app import cli
 
     path = str(tmp_path / "m.onnx")
     with pytest.raises(ValueError, match=r"\.onnx"):

@@ -39,12 +39,12 @@ from conftest import detecting_model
 from pycocotools import mask as mask_util
 from test_web import require
 
-from keras_solov2 import web
+from keras_solov2.app import web
 
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGE = "keras_solov2/web_page/"
+PAGE = "keras_solov2/app/web_page/"
 SAMPLE = "keras_solov2/utils/shapes.jpg"
 ENV = {
     **{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
@@ -57,7 +57,7 @@ ENV = {
 PROBE = """
 import importlib.metadata as metadata, json
 from packaging.requirements import Requirement
-import keras_solov2, keras_solov2.web
+import keras_solov2, keras_solov2.app.web
 unmet = []
 for line in metadata.requires("keras-solov2"):
     requirement = Requirement(line)
@@ -67,7 +67,7 @@ for line in metadata.requires("keras-solov2"):
             unmet.append(f"{requirement} (installed: {version})")
 print(json.dumps({
     "package": keras_solov2.__file__,
-    "page": keras_solov2.web.default_page_dir(),
+    "page": keras_solov2.app.web.default_page_dir(),
     "sample": keras_solov2.utils.sample_image_path(),
     "unmet": unmet,
 }))
@@ -155,7 +155,7 @@ def test_the_installed_wheel_predicts_exports_and_serves_the_page(installed):
     probe = run([os.path.join(bin_dir, "python"), "-c", PROBE], cwd=work)
     found = json.loads(probe.stdout.strip().splitlines()[-1])
     assert found["package"] == os.path.join(site, "keras_solov2", "__init__.py")
-    assert found["page"] == os.path.join(site, "keras_solov2", "web_page")
+    assert found["page"] == os.path.join(site, "keras_solov2", "app", "web_page")
     assert found["sample"] == os.path.join(site, *SAMPLE.split("/"))
     assert found["unmet"] == []
 

@@ -3,7 +3,7 @@
 Each page's ```python blocks (README.md, then every docs/*.md) run in order in
 one namespace per page (as a reader runs them one after the other), and so
 do the `keras-solov2 ...` lines of its ```bash blocks (through
-`keras_solov2.cli.main`), in a folder
+`keras_solov2.app.cli.main`), in a folder
 holding `annotations.json` and `images/` (the five COCO 2017 images of
 tests/fixtures/coco_mini with their original annotations, portrait photos
 added by transposing two of them). Only the substitutions below are applied,
@@ -156,7 +156,7 @@ def python_blocks():
 
 def run_commands(block):
     """Runs the block's `keras-solov2 ...` lines; the number run."""
-    from keras_solov2.cli import main
+    from keras_solov2.app.cli import main
 
     lines = [line for line in block.splitlines() if line.startswith("keras-solov2 ")]
     for line in lines:

@@ -232,7 +232,7 @@ def test_no_matching_files(tmp_path):
 def test_cli_to_tfrecord(tmp_path, capsys):
     import glob
 
-    from keras_solov2.cli import main
+    from keras_solov2.app.cli import main
 
     prefix = str(tmp_path / "coco")
     args = ["data", "to-tfrecord", str(ANN_FILE), str(IMAGE_DIR)]
@@ -325,7 +325,7 @@ def test_remote_file_system_urls(dataset, tmp_path):
 
 
 def test_verify_names_the_damaged_shard(dataset, tmp_path, capsys):
-    from keras_solov2.cli import main
+    from keras_solov2.app.cli import main
 
     prefix = str(tmp_path / "v")
     paths = write_tfrecords(dataset, prefix, num_shards=3, progress=False)

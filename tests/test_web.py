@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from test_export import IMAGE_SIZE, detecting_model, run_interpreter
 
-from keras_solov2 import cli, export, web
+from keras_solov2 import export
+from keras_solov2.app import cli, web
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -246,7 +247,7 @@ def start_cli_server(model):
     command = (
         [script]
         if os.access(script, os.X_OK)
-        else [sys.executable, "-m", "keras_solov2.cli"]
+        else [sys.executable, "-m", "keras_solov2"]
     )
     process = subprocess.Popen(
         [*command, "web", model, "--port", "0"],

@@ -1,6 +1,6 @@
 // npm run build: bundles src/main.js with esbuild into app.js and copies the
 // page, its style sheet and LiteRT.js's Wasm files beside it, in
-// keras_solov2/web_page/: package data (setup.cfg), so the wheel carries the
+// keras_solov2/app/web_page/: package data (setup.cfg), so the wheel carries the
 // page and `keras-solov2 web` serves it from the installed package (git-ignored).
 import { cp, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const page = join(here, '..', 'keras_solov2', 'web_page');
+const page = join(here, '..', 'keras_solov2', 'app', 'web_page');
 
 await rm(page, { recursive: true, force: true });
 await mkdir(page, { recursive: true });
