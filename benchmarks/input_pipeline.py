@@ -28,7 +28,7 @@ from keras_solov2.data import (  # noqa: E402
     read_tfrecords,
     write_tfrecords,
 )
-from keras_solov2.models.solov2_presets import LIGHT_TRAIN_SCALES  # noqa: E402
+from keras_solov2.models.solov2.solov2_presets import LIGHT_TRAIN_SCALES  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COCO_MINI = os.path.join(ROOT, "tests", "fixtures", "coco_mini")

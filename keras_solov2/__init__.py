@@ -35,8 +35,8 @@ from keras_solov2 import (  # noqa: E402
     training,
     utils,
 )
-from keras_solov2.models.solov2 import SOLOv2  # noqa: E402
-from keras_solov2.models.solov2_backbone import SOLOv2Backbone  # noqa: E402
+from keras_solov2.models.solov2.solov2 import SOLOv2  # noqa: E402
+from keras_solov2.models.solov2.solov2_backbone import SOLOv2Backbone  # noqa: E402
 from keras_solov2.optimizers import TorchSGD, WarmupStepSchedule, solov2_optimizer  # noqa: E402
 from keras_solov2.version import __version__  # noqa: E402
 

@@ -15,7 +15,7 @@ from conftest import tiny_model
 
 from keras_solov2.data import CocoDataset
 from keras_solov2.layers import SOLOv2TargetEncoder
-from keras_solov2.models.solov2_loss import check_targets
+from keras_solov2.models.solov2.solov2_loss import check_targets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco_mini"
 ANN_FILE = FIXTURE / "annotations" / "instances_val2017.json"

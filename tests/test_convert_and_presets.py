@@ -20,7 +20,8 @@ from torch_zip import PickledCall, write_torch_checkpoint
 import keras_solov2
 from keras_solov2.convert import from_mmdet, load_mmdet_state_dict, load_state_dict
 from keras_solov2.convert.mmdet_keys import target_variables
-from keras_solov2.models import preset_utils, solov2_presets
+from keras_solov2.models import preset_utils
+from keras_solov2.models.solov2 import solov2_presets
 
 SYSTEM = f"{os.system.__module__}.system"  # posix.system or nt.system
 COCO_JSON = (

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 
 import keras_solov2
 from keras_solov2.evaluation import STAT_NAMES, evaluate, predict_to_coco
-from keras_solov2.models import solov2_presets
+from keras_solov2.models.solov2 import solov2_presets
 
 COCO_MINI = pathlib.Path(__file__).parent / "fixtures" / "coco_mini"
 COCO_MINI_JSON = COCO_MINI / "annotations" / "instances_val2017.json"

@@ -40,7 +40,7 @@ from torch_zip import write_torch_checkpoint
 import keras_solov2
 from keras_solov2.convert import from_mmdet
 from keras_solov2.io import load_image
-from keras_solov2.models.solov2_presets import COCO_CLASS_NAMES
+from keras_solov2.models.solov2.solov2_presets import COCO_CLASS_NAMES
 
 PHOTOS = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "fixtures", "coco_mini", "val2017"

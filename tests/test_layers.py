@@ -297,7 +297,7 @@ def test_opencv_resize_and_converter_at_run_time_sizes_match_static_ones():
     import tensorflow as tf
 
     from keras_solov2.layers.opencv_resize import resize_like_opencv
-    from keras_solov2.models.solov2_image_converter import SOLOv2ImageConverter
+    from keras_solov2.models.solov2.solov2_image_converter import SOLOv2ImageConverter
 
     converter = SOLOv2ImageConverter((1333, 800))
 

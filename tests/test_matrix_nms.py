@@ -16,7 +16,7 @@ import pytest
 from conftest import run_on_jax
 from keras import ops
 
-from keras_solov2.layers.matrix_nms import MatrixNMS
+from keras_solov2.models.solov2.matrix_nms import MatrixNMS
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 DATA = np.load(FIXTURES / "matrix_nms_test.npz")

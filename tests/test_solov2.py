@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import rectangle_batch, tiny_model
 
 import keras_solov2
-from keras_solov2.models import solov2_presets
+from keras_solov2.models.solov2 import solov2_presets
 
 
 def test_official_parameter_counts():

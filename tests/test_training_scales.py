@@ -43,7 +43,8 @@ def test_every_preset_lists_its_scales_once():
     presets = keras_solov2.SOLOv2.presets
     assert [tuple(s) for s in presets["light_r34_coco"]["train_scales"]] == LIGHT
     assert [tuple(s) for s in presets["r101_coco"]["train_scales"]] == FULL
-    for architecture in keras_solov2.models.solov2_presets.ARCHITECTURES.values():
+    architectures = keras_solov2.models.solov2.solov2_presets.ARCHITECTURES
+    for architecture in architectures.values():
         assert set(architecture) == {"backbone", "task"}  # no unread copy
 
 

@@ -9,8 +9,8 @@ import numpy as np
 from keras import ops
 
 from keras_solov2.layers.group_normalization import float16_safe_statistics
-from keras_solov2.layers.solov2_decoder import SOLOv2Decoder
 from keras_solov2.layers.spatial import resize
+from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder
 from keras_solov2.utils import image_geometry
 
 # The `.tflite` outputs (the contract in docs/android.md), in this order.

@@ -15,8 +15,9 @@
 import inspect
 import os
 
-from keras_solov2.models import preset_utils, solov2_presets
-from keras_solov2.models.solov2_backbone import SOLOv2Backbone
+from keras_solov2.models import preset_utils
+from keras_solov2.models.solov2 import solov2_presets
+from keras_solov2.models.solov2.solov2_backbone import SOLOv2Backbone
 
 BACKBONE_ARGS = frozenset(
     name

@@ -4,11 +4,12 @@ import keras
 import numpy as np
 
 from keras_solov2.layers.pixel_normalization import PixelNormalization
-from keras_solov2.layers.solov2_decoder import SOLOv2Decoder, paste_masks
-from keras_solov2.layers.target_encoder import SOLOv2TargetEncoder
-from keras_solov2.models import preset_loader, preset_utils, solov2_presets
-from keras_solov2.models.solov2_image_converter import SOLOv2ImageConverter
-from keras_solov2.models.solov2_loss import check_targets, solov2_loss
+from keras_solov2.models import preset_loader, preset_utils
+from keras_solov2.models.solov2 import solov2_presets
+from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder, paste_masks
+from keras_solov2.models.solov2.solov2_image_converter import SOLOv2ImageConverter
+from keras_solov2.models.solov2.solov2_loss import check_targets, solov2_loss
+from keras_solov2.models.solov2.solov2_target_encoder import SOLOv2TargetEncoder
 from keras_solov2.optimizers import solov2_optimizer
 
 # The sublayers that hold settings, by attribute name: the one place where
@@ -50,7 +51,7 @@ class SOLOv2(keras.Model):
     masks in compact form (`"mask_targets"` at stride 4, `"mask_centers"`,
     `"mask_areas"`; see `keras_solov2.data.transforms.compact_mask_targets`),
     which give the same loss from 1/16 of the bytes. The loss is built in
-    (`keras_solov2.models.solov2_loss`): focal loss on the category grid
+    (`keras_solov2.models.solov2.solov2_loss`): focal loss on the category grid
     plus 3 x dice loss on the masks of the positive cells. Keras logs `loss`,
     `category_loss`, `mask_loss` and `positives_overflow`.
 
@@ -245,7 +246,7 @@ class SOLOv2(keras.Model):
         if loss is not None:
             raise ValueError(
                 "SOLOv2 computes its own loss (focal + dice, see "
-                "`keras_solov2.models.solov2_loss`); call compile() without "
+                "`keras_solov2.models.solov2.solov2_loss`); call compile() without "
                 f"`loss`, got loss={loss!r}."
             )
         if optimizer == "auto":

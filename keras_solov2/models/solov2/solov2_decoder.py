@@ -8,7 +8,8 @@ import numpy as np
 from keras import ops
 
 from keras_solov2.layers.live_settings import LiveSettings
-from keras_solov2.layers.matrix_nms import (
+from keras_solov2.layers.spatial import resize
+from keras_solov2.models.solov2.matrix_nms import (
     MatrixNMS,
     _batch_gather,
     count_reaching,
@@ -16,8 +17,7 @@ from keras_solov2.layers.matrix_nms import (
     output_bound,
     top_k,
 )
-from keras_solov2.layers.point_nms import point_nms
-from keras_solov2.layers.spatial import resize
+from keras_solov2.models.solov2.point_nms import point_nms
 
 MASK_RESOLUTIONS = ("original", "features")
 NMS_KERNELS = ("gaussian", "linear")

@@ -1,9 +1,9 @@
 import keras
 
 from keras_solov2.layers.feature_pyramid import FeaturePyramid
-from keras_solov2.layers.kernel_category_head import KernelCategoryHead
-from keras_solov2.layers.mask_feature_head import MaskFeatureHead
 from keras_solov2.models.resnet import resnet_features
+from keras_solov2.models.solov2.kernel_category_head import KernelCategoryHead
+from keras_solov2.models.solov2.mask_feature_head import MaskFeatureHead
 from keras_solov2.utils import image_geometry
 
 
