@@ -10,22 +10,18 @@ order: COCO mask AP on the validation split (`CocoEvaluation`),
 ground truth against predictions at the end.
 """
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
 
 import keras
-import numpy as np
-from pycocotools.coco import COCO
 
 from keras_solov2.callbacks import CocoEvaluation, PresetCheckpoint
 from keras_solov2.data import CocoDataset, read_tfrecords
 from keras_solov2.data.tfrecord import read_tfrecord_metadata
-from keras_solov2.evaluation.visualization import save_prediction_grid
-from keras_solov2.io import ImageError, check_coco_paths, load_image
+from keras_solov2.evaluation.visualization import save_ground_truth_grid
+from keras_solov2.io import check_coco_paths
 from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer
@@ -353,55 +349,3 @@ def plot_results(results_csv, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def save_ground_truth_grid(
-    model, annotation_file, image_dir, path, count=4, on_invalid="raise"
-):
-    """A PNG with, per row, a validation image's ground truth and predictions:
-    the first `count` images that can be read (`on_invalid="skip"` passes
-    over the others; `"raise"` stops at the first)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(annotation_file)
-    ids = sorted(coco.getImgIds())
-    label_of = {
-        int(c): i for i, c in enumerate(model.category_ids or sorted(coco.getCatIds()))
-    }
-    images, drawn = [], []
-    for info in coco.loadImgs(ids):
-        if len(images) == 2 * count:
-            break
-        try:
-            image = load_image(os.path.join(image_dir, info["file_name"]))
-        except (FileNotFoundError, ImageError):
-            if on_invalid != "skip":
-                raise
-            continue
-        anns = [
-            a
-            for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))
-            if not a.get("iscrowd")
-        ]
-        gt_masks = (
-            np.stack([coco.annToMask(a) for a in anns])
-            if anns
-            else np.zeros((0, *image.shape[:2]), np.uint8)
-        )
-        prediction = model.predict(image[None], verbose=0)
-        n = int(prediction["num_detections"][0])
-        images += [image, image]
-        drawn += [
-            {
-                "masks": gt_masks,
-                "labels": np.asarray(
-                    [label_of.get(a["category_id"], -1) for a in anns], np.int32
-                ),
-                "scores": np.ones(len(anns), np.float32),
-            },
-            {
-                "masks": prediction["masks"][0, :n],
-                "labels": prediction["labels"][0, :n],
-                "scores": prediction["scores"][0, :n],
-            },
-        ]
-    save_prediction_grid(images, drawn, path, class_names=model.class_names, columns=2)

@@ -351,8 +351,8 @@ def test_the_prediction_grid_passes_over_an_unreadable_image_when_told(data, tmp
     very end, after the model was trained and saved."""
     from PIL import Image
 
+    from keras_solov2.evaluation import save_ground_truth_grid
     from keras_solov2.io import ImageError
-    from keras_solov2.training import save_ground_truth_grid
 
     _, annotations, images = data
     model = tiny_model(num_classes=4)

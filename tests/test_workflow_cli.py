@@ -285,6 +285,20 @@ def test_image_folder_without_the_files_is_a_clear_error(workspace, tmp_path):
     assert len(lines) == 1 and "000001.jpg" in lines[0], lines
 
 
+# Every command and subcommand, with an option its help must list.
+COMMANDS = {
+    ("train",): "--val-annotations",
+    ("evaluate",): "--on-invalid",
+    ("predict",): "--score-threshold",
+    ("convert",): "--architecture",
+    ("export",): "--quantization",
+    ("data",): "to-tfrecord",
+    ("data", "to-tfrecord"): "--shards",
+    ("data", "verify"): "prefix",
+    ("web",): "--port",
+}
+
+
 def test_help_documents_every_option():
     for command in ("train", "evaluate", "predict", "export"):
         result = cli(command, "--help")
@@ -293,6 +307,29 @@ def test_help_documents_every_option():
     train_help = cli("train", "--help").stdout
     for option in ("--val-annotations", "--resume", "--epochs", "--lr", "--image-size"):
         assert option in train_help
+
+
+def test_every_command_has_help(capsys):
+    """The script and `python -m keras_solov2` list the commands; each
+    command and subcommand's `--help` exits 0 (in this process: the parser
+    is the script's)."""
+    from keras_solov2.app import cli as app_cli
+
+    module = subprocess.run(
+        [sys.executable, "-m", "keras_solov2", "--help"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    for result in (cli("--help"), module):
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert all(name[0] in result.stdout for name in COMMANDS)
+    for command, option in COMMANDS.items():
+        with pytest.raises(SystemExit) as exit_info:
+            app_cli.main([*command, "--help"])
+        assert exit_info.value.code == 0, command
+        assert option in capsys.readouterr().out, command
 
 
 def test_recipe_scales_with_the_batch_and_the_run_length():

@@ -9,7 +9,11 @@ import warnings
 
 from keras_solov2.evaluation.coco_evaluator import STAT_NAMES, evaluate
 from keras_solov2.evaluation.coco_results import predict_to_coco
-from keras_solov2.evaluation.visualization import draw_instances, save_prediction_grid
+from keras_solov2.evaluation.visualization import (
+    draw_instances,
+    save_ground_truth_grid,
+    save_prediction_grid,
+)
 
 
 def __getattr__(name):
@@ -33,5 +37,6 @@ __all__ = [
     "draw_instances",
     "evaluate",
     "predict_to_coco",
+    "save_ground_truth_grid",
     "save_prediction_grid",
 ]

@@ -1,10 +1,15 @@
-"""Drawing of instance-segmentation predictions (numpy + PIL only)."""
+"""Drawing of instance-segmentation predictions (numpy + PIL), and the grid
+of ground truth against predictions that a training run ends with."""
 
 import colorsys
 import math
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from keras_solov2.evaluation.ground_truth import coco_source
+from keras_solov2.io import ImageError, load_image
 
 
 def instance_color(index):
@@ -264,3 +269,66 @@ def save_prediction_grid(
         grid[top : top + cell.shape[0], left : left + cell.shape[1]] = cell
     Image.fromarray(grid).save(path, format="PNG")
     return grid
+
+
+def save_ground_truth_grid(
+    model, annotation_file, image_dir, path, count=4, on_invalid="raise"
+):
+    """Saves a PNG with, per row, an image's ground truth and the model's
+    predictions: what `keras_solov2.training.train` writes at the end of a
+    run (`predictions.png`).
+
+    Args:
+        model: a `keras_solov2.SOLOv2`.
+        annotation_file: str. A COCO instances json.
+        image_dir: str. Its image folder.
+        path: str. Where to write the PNG.
+        count: int. Rows: the first `count` images that can be read.
+            Defaults to `4`.
+        on_invalid: str. An image file that is missing or cannot be read:
+            `"raise"` its error (the default) or `"skip"` it and take the
+            next one.
+    """
+    coco, _, _ = coco_source(annotation_file)
+    ids = sorted(coco.getImgIds())
+    label_of = {
+        int(c): i for i, c in enumerate(model.category_ids or sorted(coco.getCatIds()))
+    }
+    images, drawn = [], []
+    for info in coco.loadImgs(ids):
+        if len(images) == 2 * count:
+            break
+        try:
+            image = load_image(os.path.join(image_dir, info["file_name"]))
+        except (FileNotFoundError, ImageError):
+            if on_invalid != "skip":
+                raise
+            continue
+        anns = [
+            a
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))
+            if not a.get("iscrowd")
+        ]
+        gt_masks = (
+            np.stack([coco.annToMask(a) for a in anns])
+            if anns
+            else np.zeros((0, *image.shape[:2]), np.uint8)
+        )
+        prediction = model.predict(image[None], verbose=0)
+        n = int(prediction["num_detections"][0])
+        images += [image, image]
+        drawn += [
+            {
+                "masks": gt_masks,
+                "labels": np.asarray(
+                    [label_of.get(a["category_id"], -1) for a in anns], np.int32
+                ),
+                "scores": np.ones(len(anns), np.float32),
+            },
+            {
+                "masks": prediction["masks"][0, :n],
+                "labels": prediction["labels"][0, :n],
+                "scores": prediction["scores"][0, :n],
+            },
+        ]
+    save_prediction_grid(images, drawn, path, class_names=model.class_names, columns=2)
