@@ -68,7 +68,9 @@ SIZES_SCRIPT = textwrap.dedent(
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
         assert got["masks"].shape == (1, 5, *size)
         assert got["num_detections"][0] > 0
-    step = model._jax_predict()
+    from keras_solov2.models.solov2 import solov2_predict
+    assert solov2_predict.predict_engine(model) == "jax"
+    step = solov2_predict.jax_predict(model)
     compiled = (step.preprocess._cache_size(), step.network._cache_size())
     assert compiled == (4, 2), compiled
     print("SIZES-OK", compiled)

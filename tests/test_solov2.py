@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import rectangle_batch, tiny_model
 
 import keras_solov2
-from keras_solov2.models.solov2 import solov2_presets
+from keras_solov2.models.solov2 import solov2_predict, solov2_presets
 
 
 def test_official_parameter_counts():
@@ -465,7 +465,7 @@ def test_xla_predict_compiles_the_network_and_matches_graph_predict(tmp_path):
         np.testing.assert_allclose(candidate["scores"], reference["scores"], atol=1e-3)
         assert min(match_detections(reference, candidate)["ious"]) >= 0.99
     graph_function = model.predict_function
-    assert getattr(model, "_xla_network_now", None) is None
+    assert solov2_predict.predict_engine(model) == "tensorflow_xla"
     model.export(str(tmp_path / "saved"), verbose=False)
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
     serving = loaded.signatures["serving_default"]

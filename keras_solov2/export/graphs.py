@@ -1,8 +1,8 @@
 """The functions that exports trace: fixed-size (TFLite) and any-size (SavedModel).
 
 Only `keras.ops` and the model's own layers: the graphs are the ones that
-`model.predict` runs, less the Python around them. This module never
-imports `keras_solov2.models`, so that the model may call the exporters.
+`model.predict` runs, less the Python around them. The model imports the
+exporters only when it calls them (`SOLOv2.export`), never at import time.
 """
 
 import numpy as np
@@ -10,7 +10,8 @@ from keras import ops
 
 from keras_solov2.layers.group_normalization import float16_safe_statistics
 from keras_solov2.layers.spatial import resize
-from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder
+from keras_solov2.models.solov2 import solov2_predict
+from keras_solov2.models.solov2.solov2_decoder import features_decoder
 from keras_solov2.utils import image_geometry
 
 # The `.tflite` outputs (the contract in docs/android.md), in this order.
@@ -74,13 +75,6 @@ def default_image_size(model):
     return short, min(long_side, max(test_scale))
 
 
-def features_decoder(model):
-    """A copy of the model's decoder that stops at feature-resolution masks."""
-    config = model.decoder.get_config()
-    config.update(mask_resolution="features", name=DECODER_NAME)
-    return SOLOv2Decoder.from_config(config)
-
-
 def fixed_size_function(model, image_size, include_postprocessing=True):
     """`serve(image)` for one uint8 `(1, H, W, 3)` image of a fixed size.
 
@@ -98,7 +92,11 @@ def fixed_size_function(model, image_size, include_postprocessing=True):
     mean = np.asarray(image_geometry.PIXEL_MEAN, np.float32)
     right = np.broadcast_to(mean, (1, height, padded[1] - width, 3)).copy()
     bottom = np.broadcast_to(mean, (1, padded[0] - height, padded[1], 3)).copy()
-    decoder = features_decoder(model) if include_postprocessing else None
+    decoder = (
+        features_decoder(model.decoder, name=DECODER_NAME)
+        if include_postprocessing
+        else None
+    )
 
     def serve(image):
         x = ops.cast(image, "float32")
@@ -161,9 +159,10 @@ def input_masks(mask_probs, image_size, mask_threshold, mask_stride):
 
 def any_size_function(model):
     """`serve(images)` for a uint8 `(batch, H, W, 3)` batch of any size: the
-    model's own predict step (resize, padding, network, decoding)."""
+    model's own predict step (resize, padding, network, decoding), all of it
+    in the TensorFlow graph (no XLA program, whatever `jit_compile`)."""
 
     def serve(images):
-        return dict(model.predict_step((images,)))
+        return dict(solov2_predict.predict_step(model, (images,), xla=False))
 
     return serve

@@ -5,8 +5,8 @@ import numpy as np
 
 from keras_solov2.layers.pixel_normalization import PixelNormalization
 from keras_solov2.models import preset_loader, preset_utils
-from keras_solov2.models.solov2 import solov2_presets
-from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder, paste_masks
+from keras_solov2.models.solov2 import solov2_predict, solov2_presets
+from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder
 from keras_solov2.models.solov2.solov2_image_converter import SOLOv2ImageConverter
 from keras_solov2.models.solov2.solov2_loss import check_targets, solov2_loss
 from keras_solov2.models.solov2.solov2_target_encoder import SOLOv2TargetEncoder
@@ -321,32 +321,12 @@ class SOLOv2(keras.Model):
         return self.image_converter.preprocess(images)
 
     def predict_step(self, *args):
-        # TensorFlow / torch call `predict_step(data)`; JAX's stateless trainer
-        # calls `predict_step(state, data)` and expects the new state back.
-        if len(args) == 2:
-            (trainable, non_trainable), data = args
-        else:
-            (data,) = args
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if isinstance(images, dict):
-            images = images["images"]
-        inputs, resized_size, original_size = self.preprocess(images)
-        if len(args) == 2:
-            outputs, non_trainable = self.stateless_call(
-                trainable, non_trainable, inputs, training=False
-            )
-        elif getattr(self, "_xla_network_now", None) is not None:
-            outputs = self._xla_network_now(inputs)
-        else:
-            outputs = self(inputs, training=False)
-        detections = self.decoder(
-            outputs["category_logits"],
-            outputs["kernels"],
-            outputs["mask_features"],
-            resized_size=resized_size,
-            original_size=original_size,
-        )
-        return (detections, non_trainable) if len(args) == 2 else detections
+        """Resize and pad, the network, the decoder (`solov2_predict.predict_step`).
+
+        TensorFlow and torch call `predict_step(data)`; JAX's stateless
+        trainer calls `predict_step(state, data)` and gets the new state back.
+        """
+        return solov2_predict.predict_step(self, *args)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`, also accepting a list of differently-sized images.
@@ -366,7 +346,9 @@ class SOLOv2(keras.Model):
             if len({np.shape(i) for i in x}) > 1:
                 results = []
                 for image in x:
-                    out = self._predict_arrays(np.asarray(image)[None], 1, 0)
+                    out = solov2_predict.predict_arrays(
+                        self, np.asarray(image)[None], 1, 0
+                    )
                     n = int(out["num_detections"][0])
                     results.append(
                         {
@@ -377,7 +359,7 @@ class SOLOv2(keras.Model):
                 return results
             x = np.stack([np.asarray(i) for i in x])
         if steps is None and callbacks is None and _is_array(x):
-            return self._predict_arrays(x, batch_size or 32, verbose)
+            return solov2_predict.predict_arrays(self, x, batch_size or 32, verbose)
         return super().predict(
             x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
         )
@@ -428,70 +410,6 @@ class SOLOv2(keras.Model):
             **kwargs,
         )
 
-    def _predict_arrays(self, images, batch_size, verbose):
-        num_images = int(images.shape[0])
-        if num_images == 0:
-            raise ValueError("`predict` got an empty batch of images.")
-        starts = range(0, num_images, batch_size)
-        bar = None
-        if verbose == 1 or (verbose == "auto" and len(starts) > 1):
-            bar = keras.utils.Progbar(len(starts), unit_name="batch")
-        backend = keras.backend.backend()
-        jax_step = self._jax_predict() if backend == "jax" else None
-        batches = []
-        for i, start in enumerate(starts):
-            batch = images[start : start + batch_size]
-            if backend == "tensorflow":
-                self.make_predict_function()
-                outputs = self.predict_function([(batch,)])
-                # np.asarray shares the tensor's buffer (EagerTensor.numpy()
-                # and np.array copy it).
-                outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            elif jax_step is not None:
-                state = (
-                    [v.value for v in self.trainable_variables],
-                    [v.value for v in self.non_trainable_variables],
-                )
-                outputs, _ = jax_step(state, batch)
-                # On the CPU np.asarray shares the buffer; Keras'
-                # predict_on_batch copies every output with np.array.
-                outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            else:
-                outputs = self.predict_on_batch(batch)
-            batches.append(outputs)
-            if bar is not None:
-                bar.update(i + 1)
-        if len(batches) == 1:
-            return batches[0]
-        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-    def _jax_predict(self):
-        """The jitted predict step on JAX, or `None` when not compiled.
-
-        Keras' own JAX predict function donates the variables' buffers and
-        `predict_on_batch` copies the outputs; this one does neither. It is
-        rebuilt with the predict function (changed settings, `compile`).
-        With masks at the original size it is `_JaxPredict`: the network is
-        compiled once per canvas, not once per photo size.
-        """
-        if not self.built or self.run_eagerly or not self.jit_compile:
-            return None
-        self.make_predict_function()
-        cached = getattr(self, "_jax_predict_cache", None)
-        if cached is None or cached[0] is not self.predict_function:
-            if self.decoder.mask_resolution == "original":
-                step = _JaxPredict(self)
-            else:
-                import jax
-
-                # The feature-resolution boxes depend on the photo's size.
-                step = jax.jit(
-                    lambda state, images: self.predict_step(state, (images,))
-                )
-            cached = (self.predict_function, step)
-            self._jax_predict_cache = cached
-        return cached[1]
-
     # Keras calls these at every fit / evaluate / predict: a function traced
     # with other settings is rebuilt, so that changed settings take effect.
     def make_train_function(self, force=False):
@@ -501,43 +419,17 @@ class SOLOv2(keras.Model):
         return super().make_test_function(force or self._settings_changed("test"))
 
     def make_predict_function(self, force=False):
+        """Keras' predict function, built for the engine that
+        `solov2_predict.predict_engine` picks (see that module)."""
         force = force or self._settings_changed("predict")
         if keras.backend.backend() != "tensorflow" or self.run_eagerly:
             return super().make_predict_function(force)
-        jit = bool(self.jit_compile)
+        engine = solov2_predict.predict_engine(self)
         if self.predict_function is not None and not force:
-            if getattr(self, "_predict_function_jit", jit) == jit:
+            if getattr(self, "_predict_function_engine", engine) == engine:
                 return self.predict_function
-        self._predict_function_jit = jit
-        if not jit:
-            return super().make_predict_function(force=True)
-        # With `jit_compile=True`, XLA compiles the network alone and the
-        # decoding stays in the TensorFlow graph. XLA's own decoding was
-        # slower than the graph's (R50: the XLA network 2.5 s against 3.9 s,
-        # the XLA predict 7.0 s against 5.5 s), and the paste's output
-        # size, the photo's, would compile again for every photo size.
-        import tensorflow as tf
-
-        network = tf.function(
-            lambda x: self(x, training=False), jit_compile=True, reduce_retracing=True
-        )
-        self._jit_compile = False
-        try:
-            super().make_predict_function(force=True)
-            graph_function = self.predict_function
-        finally:
-            self._jit_compile = True
-
-        def predict_function(data):
-            # `predict_step` reads this while the graph function traces.
-            object.__setattr__(self, "_xla_network_now", network)
-            try:
-                return graph_function(data)
-            finally:
-                object.__setattr__(self, "_xla_network_now", None)
-
-        self.predict_function = predict_function
-        return predict_function
+        self._predict_function_engine = engine
+        return solov2_predict.make_predict_function(self, super().make_predict_function)
 
     def _settings_changed(self, function):
         current = repr(
@@ -621,60 +513,6 @@ class SOLOv2(keras.Model):
         """Saves `config.json`, `model.weights.h5` and `metadata.json` (KerasHub's
         preset layout); `keras_solov2.SOLOv2.from_preset(preset_dir)` loads it."""
         preset_utils.save_to_preset(self, preset_dir, metadata=metadata)
-
-
-class _JaxPredict:
-    """`predict_step` on JAX in three jitted parts, compiled by what they see.
-
-    `jax.jit` of the whole step compiles it for every photo size, since the
-    masks come out at the photo's size: tens of seconds of compilation for
-    each new size of a COCO-like folder. Here `preprocess` (resize and pad)
-    compiles per photo size, `network` (the network and the decoding up to
-    the kept feature-resolution masks) per canvas, which many photo sizes
-    share, and the paste to the photo (`paste_masks`, which jits itself)
-    per photo size again: the two small parts recompile, the network does
-    not. The outputs are `predict_step`'s, bit for bit.
-    """
-
-    def __init__(self, model):
-        import jax
-
-        from keras_solov2.export import graphs
-
-        decoder = graphs.features_decoder(model)
-        self.model = model
-        self.preprocess = jax.jit(lambda images: model.preprocess(images)[0])
-
-        def network(state, padded):
-            trainable, non_trainable = state
-            dense, _ = model.stateless_call(
-                trainable, non_trainable, padded, training=False
-            )
-            canvas = tuple(padded.shape[1:3])  # the boxes are not used
-            return decoder(
-                dense["category_logits"],
-                dense["kernels"],
-                dense["mask_features"],
-                resized_size=canvas,
-                original_size=canvas,
-            )
-
-        self.network = jax.jit(network)
-
-    def __call__(self, state, images):
-        height, width = (int(v) for v in images.shape[1:3])
-        detections = dict(self.network(state, self.preprocess(images)))
-        decoder = self.model.decoder
-        masks, boxes = paste_masks(
-            detections.pop("mask_probs"),
-            self.model.image_converter.resized_size(height, width),
-            (height, width),
-            mask_threshold=decoder.mask_threshold,
-            mask_stride=decoder.mask_stride,
-            num_detections=detections["num_detections"],
-            return_boxes=True,
-        )
-        return {**detections, "masks": masks, "boxes": boxes}, None
 
 
 def _forwarded(layer_name, setting):

@@ -323,6 +323,18 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         return config
 
 
+def features_decoder(decoder, name=None):
+    """A copy of `decoder` that stops at feature-resolution masks
+    (`mask_resolution="features"`), its other settings the same.
+
+    What the JAX predict engine and the exports run: `paste_masks` turns its
+    `"mask_probs"` into the masks that `decoder` itself returns.
+    """
+    config = decoder.get_config()
+    config.update(mask_resolution="features", name=name or f"{decoder.name}_features")
+    return SOLOv2Decoder.from_config(config)
+
+
 def paste_masks(
     mask_probs,
     resized_size,
