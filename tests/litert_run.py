@@ -14,6 +14,7 @@ every op went to the requested accelerators).
 
 import os
 import sys
+import time
 
 import numpy as np
 from ai_edge_litert.compiled_model import CompiledModel, HardwareAccelerator
@@ -26,16 +27,36 @@ ACCELERATORS = {
 }
 
 
-def read(buffer, count, dtype, attempts=5):
-    """`buffer.read`, again if it times out waiting for the GPU: on software
-    Vulkan a large model (R50 at 800x1088) can take longer than LiteRT waits
-    to lock the first output ("Failed to lock custom tensor buffer")."""
+def run_and_read(model, index, inputs, names, details, attempts=3):
+    """One run's outputs by name.
+
+    On software Vulkan a large model (R50 at 800x1088) can outlast LiteRT's
+    wait to lock the first output it reads ("Failed to lock custom tensor
+    buffer"), and that buffer stays locked. Then the other outputs are read,
+    which waits for the GPU to finish, and the model runs again into fresh
+    buffers, read only after as long as the first run took.
+    """
+    wait = 0.0
     for attempt in range(attempts):
-        try:
-            return buffer.read(count, dtype)
-        except RuntimeError as error:
-            if "Failed to lock" not in str(error) or attempt == attempts - 1:
-                raise
+        outputs = model.create_output_buffers(index)
+        start = time.monotonic()
+        model.run_by_index(index, inputs, outputs)
+        time.sleep(wait)
+        run, failed = {}, None
+        for name, buffer in zip(names, outputs, strict=True):
+            shape = tuple(details[name]["shape"])
+            dtype = np.dtype(details[name]["dtype"])
+            try:
+                values = buffer.read(int(np.prod(shape)), dtype)
+            except RuntimeError as error:
+                if "Failed to lock" not in str(error) or attempt == attempts - 1:
+                    raise
+                failed = name
+                continue
+            run[name] = np.asarray(values).reshape(shape)
+        if failed is None:
+            return run
+        wait = time.monotonic() - start
 
 
 def main(model_path, accelerator, input_path, output_path, precision="fp16"):
@@ -53,7 +74,6 @@ def main(model_path, accelerator, input_path, output_path, precision="fp16"):
     signature = "serving_default"
     index = model.get_signature_index(signature)
     inputs = model.create_input_buffers(index)
-    outputs = model.create_output_buffers(index)
     details = model.get_output_tensor_details(signature)
     names = model.get_signature_list()[signature]["outputs"]
     images = np.load(input_path)
@@ -62,14 +82,7 @@ def main(model_path, accelerator, input_path, output_path, precision="fp16"):
     runs = []
     for image in batch:
         inputs[0].write(image)
-        model.run_by_index(index, inputs, outputs)
-        run = {}
-        for name, buffer in zip(names, outputs, strict=True):
-            shape = tuple(details[name]["shape"])
-            dtype = np.dtype(details[name]["dtype"])
-            values = read(buffer, int(np.prod(shape)), dtype)
-            run[name] = np.asarray(values).reshape(shape)
-        runs.append(run)
+        runs.append(run_and_read(model, index, inputs, names, details))
     results = {"fully_accelerated": np.asarray(model.is_fully_accelerated())}
     for name in names:
         stacked = np.stack([run[name] for run in runs])
