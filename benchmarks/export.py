@@ -189,7 +189,7 @@ def accuracy(args):
             export.tflite(
                 model,
                 path,
-                image_size=size,
+                input_size=size,
                 quantization=q,
                 representative_data=calibration if q == "int8" else None,
                 verbose=False,

@@ -269,7 +269,7 @@ def fp16(args):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = export.tflite(
-            model, os.path.join(tmp, "m.tflite"), image_size=images[0].shape[:2]
+            model, os.path.join(tmp, "m.tflite"), input_size=images[0].shape[:2]
         )
         size = export.LiteRTPredictor(path).image_size
         canvases = np.stack([export.letterbox(i, size)[0][None] for i in images])

@@ -688,7 +688,7 @@ def e2e(args, missing):
                 export.tflite(
                     model,
                     path,
-                    image_size=padded,
+                    input_size=padded,
                     quantization=quantization,
                     representative_data=(
                         calibration_images(COCO_MINI, args.int8_calibration)[0]
@@ -704,7 +704,7 @@ def e2e(args, missing):
         if onnx_missing is None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"{variant}.onnx")
-                export.onnx(model, path, image_size=padded, verbose=False)
+                export.onnx(model, path, input_size=padded, verbose=False)
                 predictor = onnx_runtime_predictor(path, args.threads)
                 row[ONNX_COLUMN] = median_seconds(
                     lambda p=predictor: p.predict(rgb[None]), args.runs

@@ -26,6 +26,7 @@ from keras_solov2.models import preset_loader
 from keras_solov2.models.solov2 import SOLOv2
 from keras_solov2.optimizers import DEFAULT_SCHEDULE, solov2_optimizer
 from keras_solov2.utils import image_geometry, run_recipe
+from keras_solov2.utils.renamed import renamed_keyword
 
 DEFAULT_MODEL = "light_r18_coco"
 
@@ -40,7 +41,7 @@ def train(
     model=DEFAULT_MODEL,
     epochs=None,
     batch_size=8,
-    image_size=None,
+    scale=None,
     learning_rate=None,
     schedule=DEFAULT_SCHEDULE,
     warmup_steps=500,
@@ -50,6 +51,7 @@ def train(
     seed=0,
     verbose="auto",
     on_invalid="raise",
+    image_size=None,
 ):
     """Trains SOLOv2 on a COCO-format dataset and writes everything to `output`.
 
@@ -72,9 +74,10 @@ def train(
         epochs: int. Defaults to the schedule's (12 for `"1x"`, 36 for
             `"3x"`); the step decays fall at the same fractions of the run.
         batch_size: int. Defaults to `8`.
-        image_size: `(H, W)`: train at the one keep-ratio scale
-            `(max(H, W), min(H, W))`. Defaults to the model's `train_scales`,
-            the preset's official multi-scale training (`training_scales`).
+        scale: `(long, short)`: train at this one keep-ratio scale (the
+            two sides in either order). Defaults to the model's
+            `train_scales`, the preset's official multi-scale training
+            (`training_scales`).
         learning_rate: float. Defaults to the recipe, `0.01 * batch_size / 16`.
         schedule: `"1x"` or `"3x"`. Defaults to `"1x"`
             (`keras_solov2.optimizers.DEFAULT_SCHEDULE`).
@@ -94,10 +97,15 @@ def train(
             in seconds, not in the middle of an epoch. The validation
             split's AP (`CocoEvaluation`) takes the same `on_invalid`.
             Defaults to `"raise"`.
+        image_size: the deprecated name of `scale` (`DeprecationWarning`;
+            removed in the next release).
 
     Returns:
         The `keras.callbacks.History` of the run (this session's epochs).
     """
+    scale = renamed_keyword(
+        scale, image_size, "scale", "image_size", "keras_solov2.training.train"
+    )
     if (tfrecords is None) == (annotations is None or images is None):
         raise ValueError(
             "Give the training data either as ANNOTATIONS IMAGES or as "
@@ -131,7 +139,7 @@ def train(
         num_images = dataset.num_images
     network = build_model(model, dataset)
     os.makedirs(output, exist_ok=True)  # not before: a failed download leaves none
-    scales = training_scales(network, image_size)
+    scales = training_scales(network, scale)
     # Two canvases, landscape and its transpose, as mmdetection groups a
     # batch's images by aspect ratio: 800x1344 instead of a 1344 square.
     canvas = image_geometry.landscape_canvas_for_scales(scales, network.size_divisor)
@@ -226,10 +234,11 @@ class _ShardClasses:
         self.num_images = int(metadata["num_images"])
 
 
-def training_scales(model, image_size=None):
+def training_scales(model, scale=None, image_size=None):
     """Keep-ratio `(long, short)` training scales, one drawn per image.
 
-    - With `image_size=(H, W)`: the one scale `(max(H, W), min(H, W))`.
+    - With `scale=(a, b)`: the one scale `(max(a, b), min(a, b))`.
+      (`image_size=` is its deprecated name, for one release.)
     - Otherwise the model's `train_scales`, which the presets hold: the
       official multi-scale training of their recipe (the full models: 1333 x
       800 down to 640; the light models: 768 x 512 down to 352, in steps of
@@ -246,15 +255,22 @@ def training_scales(model, image_size=None):
     768 for the light models' scales, 800 x 1344 for the full ones) and
     portrait ones on its transpose (`aspect_ratio_grouping=True`).
     """
-    if image_size is not None:
-        height, width = (int(v) for v in image_size)
-        return [(max(height, width), min(height, width))]
+    scale = renamed_keyword(
+        scale,
+        image_size,
+        "scale",
+        "image_size",
+        "keras_solov2.training.training_scales",
+    )
+    if scale is not None:
+        a, b = (int(v) for v in scale)
+        return [(max(a, b), min(a, b))]
     if model.train_scales is not None:
-        return [tuple(scale) for scale in model.train_scales]
+        return [tuple(s) for s in model.train_scales]
     if model.test_scale is None:
         raise ValueError(
             "The model has neither train_scales nor a test_scale to train at: "
-            "pass --image-size H W."
+            "pass a scale (scale=(long, short); --scale LONG SHORT)."
         )
     long_side, short = max(model.test_scale), min(model.test_scale)
     shorts = range(short, int(0.8 * short) - 1, -32)

@@ -45,7 +45,7 @@ def test_android_doc_matches_an_exported_model(tmp_path):
     text, rows = doc_table()
     model = tiny_model()  # max_detections 100, as the doc's example
     path = str(tmp_path / "solov2.tflite")
-    export.tflite(model, path, image_size=(448, 608), verbose=False)
+    export.tflite(model, path, input_size=(448, 608), verbose=False)
     interpreter = litert.Interpreter(model_path=path)
     signature = interpreter.get_signature_list()
     assert list(signature) == ["serving_default"]

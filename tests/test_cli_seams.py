@@ -121,7 +121,7 @@ def test_a_script_whose_pipeline_meets_a_truncated_jpeg_exits_every_time(data):
 def test_train_on_a_truncated_jpeg_ends_with_one_line_every_time(data, tmp_path):
     root, annotations, images = data
     args = ["train", annotations, images, "--model", str(root / "preset"),
-            "--image-size", "64", "64", "--epochs", "1",
+            "--scale", "64", "64", "--epochs", "1",
             "--batch-size", "2"]  # fmt: skip
     command = [sys.executable, "-m", "keras_solov2", *args]
     results = repeated([*command, "--output", str(tmp_path / "run")])
@@ -136,7 +136,7 @@ def test_train_on_a_truncated_jpeg_ends_with_one_line_every_time(data, tmp_path)
 def test_train_on_invalid_skip_counts_the_truncated_jpeg_and_trains(data, tmp_path):
     root, annotations, images = data
     args = ["train", annotations, images, "--model", str(root / "preset"),
-            "--image-size", "64", "64", "--epochs", "1",
+            "--scale", "64", "64", "--epochs", "1",
             "--batch-size", "2"]  # fmt: skip
     skipped = run_cli(*args, "--warmup-steps", "1", "--on-invalid", "skip",
                       "--output", str(tmp_path / "skip"), timeout=300)  # fmt: skip
@@ -312,19 +312,69 @@ def test_web_checks_the_model_and_its_json_before_serving(web_case, capsys):
 
 
 # ------------------------------------------ 6. errors name the flag typed
-def test_image_size_errors_name_the_flag(data, tmp_path, capsys):
+def note_and_error_lines(capsys):
+    """The deprecation note and the error line of `--image-size`."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert "note: --image-size is deprecated" in lines[0], lines
+    return lines
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["new_flags", "image_size"])
+def test_size_errors_name_the_flag_typed(data, tmp_path, capsys, old):
+    """`train --scale` and `export --input-size`, or `--image-size`, their
+    deprecated name for one release: a note, then an error in its words."""
     root, annotations, images = data
     train = ["train", annotations, images, "--model", str(root / "preset"),
              "--output", str(tmp_path / "run")]  # fmt: skip
-    assert cli.main([*train, "--image-size", "0", "384"]) == 2
-    assert "--image-size 0 384" in error_line(capsys)
+    flag = "--image-size" if old else "--scale"
+    assert cli.main([*train, flag, "0", "384"]) == 2
+    if old:
+        note, line = note_and_error_lines(capsys)
+        assert "it is --scale now" in note, note
+    else:
+        line = error_line(capsys)
+    assert f"{flag} 0 384" in line, line
     assert not os.path.exists(tmp_path / "run")
     export = ["export", str(root / "preset"), "--format", "tflite",
               "--output", str(tmp_path / "m.tflite")]  # fmt: skip
-    assert cli.main([*export, "--image-size", "16", "16"]) == 2
-    line = error_line(capsys)
-    assert "--image-size 16 16" in line and "at least 32" in line, line
+    flag = "--image-size" if old else "--input-size"
+    assert cli.main([*export, flag, "16", "16"]) == 2
+    line = note_and_error_lines(capsys)[1] if old else error_line(capsys)
+    assert f"{flag} 16 16" in line and "at least 32" in line, line
     assert not os.path.exists(tmp_path / "m.tflite")
+    saved_model = [*export[:3], "saved_model", "--output", str(tmp_path / "sm")]
+    assert cli.main([*saved_model, flag, "64", "64"]) == 2
+    line = note_and_error_lines(capsys)[1] if old else error_line(capsys)
+    assert line.split(": error: ValueError: ")[1].startswith(f"{flag} (tflite")
+
+
+def test_the_deprecated_size_flag_still_gives_the_size(capsys):
+    from keras_solov2.app import commands, parser
+
+    for argv, flag in (
+        (["train", "a.json", "images", "--output", "run"], "--scale"),
+        (["export", "m.keras", "--format", "tflite", "--output", "m.tflite"],
+         "--input-size"),
+    ):  # fmt: skip
+        new = parser.build_parser().parse_args([*argv, flag, "320", "448"])
+        assert commands.size_argument(new, flag) == (flag, [320, 448])
+        assert capsys.readouterr().err == ""
+        old = parser.build_parser().parse_args([*argv, "--image-size", "320", "448"])
+        assert commands.size_argument(old, flag) == ("--image-size", [320, 448])
+        assert f"it is {flag} now" in capsys.readouterr().err
+
+
+def test_the_new_and_the_deprecated_size_flag_together_are_an_error(
+    data, tmp_path, capsys
+):
+    root, annotations, images = data
+    train = ["train", annotations, images, "--model", str(root / "preset"),
+             "--output", str(tmp_path / "run"), "--scale", "64", "64",
+             "--image-size", "64", "64"]  # fmt: skip
+    assert cli.main(train) == 2
+    assert "Give --scale only" in error_line(capsys)
 
 
 # -------------------------------------------------- 7. no empty run folder

@@ -53,12 +53,12 @@ def exported(model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tflite")
     return {
         "end_to_end": export.tflite(
-            model, str(folder / "e2e.tflite"), image_size=IMAGE_SIZE, verbose=False
+            model, str(folder / "e2e.tflite"), input_size=IMAGE_SIZE, verbose=False
         ),
         "body": export.tflite(
             model,
             str(folder / "body.tflite"),
-            image_size=IMAGE_SIZE,
+            input_size=IMAGE_SIZE,
             include_postprocessing=False,
             verbose=False,
         ),
@@ -136,7 +136,7 @@ def test_body_file_holds_the_dense_outputs(model, exported):
     # The graph pads with the exact mean, as model.predict does.
     expected = model(
         image_geometry.pad_with_mean(
-            image.astype("float32"), (64, 96), np, image_size=IMAGE_SIZE
+            image.astype("float32"), (64, 96), np, input_size=IMAGE_SIZE
         ),
         training=False,
     )
@@ -166,7 +166,7 @@ def test_quantized_models_run_with_builtins_and_agree_loosely(
     export.tflite(
         model,
         path,
-        image_size=IMAGE_SIZE,
+        input_size=IMAGE_SIZE,
         quantization=quantization,
         representative_data=calibration,
         verbose=False,
@@ -233,7 +233,7 @@ def test_saved_model_runs_without_keras_solov2_any_size(model, tmp_path):
 
 def test_model_export_routes_to_builtins_only_exporters(model, tmp_path):
     path = str(tmp_path / "m.tflite")
-    model.export(path, format="litert", image_size=IMAGE_SIZE, verbose=False)
+    model.export(path, format="litert", input_size=IMAGE_SIZE, verbose=False)
     ops, _ = ops_and_ranks(path)
     assert "TOPK_V2" in ops and not [op for op in ops if op.startswith("Flex")]
     interpreter = litert.Interpreter(model_path=path)
@@ -252,29 +252,54 @@ def test_model_export_routes_to_builtins_only_exporters(model, tmp_path):
 def test_export_arguments_are_checked(model, tmp_path):
     path = str(tmp_path / "m.tflite")
     with pytest.raises(ValueError, match="quantization"):
-        export.tflite(model, path, image_size=IMAGE_SIZE, quantization="int4")
+        export.tflite(model, path, input_size=IMAGE_SIZE, quantization="int4")
     with pytest.raises(ValueError, match="representative_data"):
-        export.tflite(model, path, image_size=IMAGE_SIZE, quantization="int8")
+        export.tflite(model, path, input_size=IMAGE_SIZE, quantization="int8")
     with pytest.raises(ValueError, match="representative_data"):
         export.tflite(
-            model, path, image_size=IMAGE_SIZE, representative_data=[sample_image()[0]]
+            model, path, input_size=IMAGE_SIZE, representative_data=[sample_image()[0]]
         )
     with pytest.raises(ValueError, match=r"\.tflite"):
-        export.tflite(model, str(tmp_path / "m.bin"), image_size=IMAGE_SIZE)
-    with pytest.raises(ValueError, match="image_size"):
-        export.tflite(model, path, image_size=(60,))
-    with pytest.raises(ValueError, match="image_size"):
+        export.tflite(model, str(tmp_path / "m.bin"), input_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="`input_size` must be"):
+        export.tflite(model, path, input_size=(60,))
+    with pytest.raises(ValueError, match="pass `input_size="):
         export.tflite(model, path)  # test_scale None: no default size
     with pytest.raises(ValueError, match="No images"):
         export.tflite(
             model,
             path,
-            image_size=IMAGE_SIZE,
+            input_size=IMAGE_SIZE,
             quantization="int8",
             representative_data=str(tmp_path),
         )
     with pytest.raises(ValueError, match="input_signature"):
         model.export(path, format="litert", input_signature=[None])
+
+
+def test_the_export_input_size_and_its_deprecated_name(model, tmp_path):
+    """`input_size=` is the file's input; `image_size=`, its name before,
+    still works for one release, with a DeprecationWarning, and its errors
+    say `image_size`."""
+    path = str(tmp_path / "old.tflite")
+    with pytest.warns(DeprecationWarning, match="pass `input_size=`"):
+        export.tflite(
+            model,
+            path,
+            image_size=(64, 64),
+            include_postprocessing=False,
+            verbose=False,
+        )
+    with open(path + ".json") as f:
+        assert json.load(f)["input"]["shape"] == [1, 64, 64, 3]
+    with pytest.raises(TypeError, match="Pass `input_size` only"):
+        export.tflite(model, path, input_size=IMAGE_SIZE, image_size=IMAGE_SIZE)
+    for exporter, name in ((export.tflite, "m.tflite"), (export.onnx, "m.onnx")):
+        with (
+            pytest.warns(DeprecationWarning, match=exporter.__name__),
+            pytest.raises(ValueError, match="`image_size` must be"),
+        ):
+            exporter(model, str(tmp_path / name), image_size=(60,))
 
 
 def test_default_export_size_is_a_4_3_frame_at_the_test_scale():
@@ -439,7 +464,7 @@ def test_input_masks_of_a_480x640_file_are_the_cpus_on_the_gpu(model, tmp_path):
     need_gpu_accelerator()
     size = (480, 640)
     path = export.tflite(
-        model, str(tmp_path / "vga.tflite"), image_size=size, verbose=False
+        model, str(tmp_path / "vga.tflite"), input_size=size, verbose=False
     )
     with open(path + ".json") as f:
         slots = json.load(f)["input_mask_slots"]
@@ -596,7 +621,7 @@ def test_light_r18_export_matches_keras_and_runs_on_the_gpu(tmp_path):
         keras_solov2.SOLOv2.from_preset("light_r18", load_weights=False)
     )
     assert size == (448, 608)
-    path = export.tflite(model, str(tmp_path / "r18.tflite"), image_size=size)
+    path = export.tflite(model, str(tmp_path / "r18.tflite"), input_size=size)
     image = np.random.default_rng(7).integers(0, 256, (1, *size, 3)).astype("uint8")
     expected = model.predict(image, verbose=0)
     got = run_interpreter(path, image)
@@ -615,7 +640,7 @@ def test_light_r18_export_matches_keras_and_runs_on_the_gpu(tmp_path):
     body = export.tflite(
         model,
         str(tmp_path / "r18_body.tflite"),
-        image_size=size,
+        input_size=size,
         include_postprocessing=False,
     )
     gpu = run_compiled(body, "gpu", image, tmp_path)

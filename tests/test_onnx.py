@@ -70,7 +70,7 @@ def model():
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("onnx") / "e2e.onnx")
-    return export.onnx(model, path, image_size=IMAGE_SIZE, verbose=False)
+    return export.onnx(model, path, input_size=IMAGE_SIZE, verbose=False)
 
 
 def test_onnx_runtime_gives_the_same_detections_as_keras(model, exported):
@@ -88,7 +88,7 @@ def test_grid_resizes_keep_their_size_where_float32_scales_round_down(model, tmp
     # 3 x 3 grid; float32(3 / 19) * 19 < 3, so tf2onnx's `scales` Resize
     # gives 2 columns and the graph did not load.
     size = (60, 600)
-    path = export.onnx(model, str(tmp_path / "wide.onnx"), image_size=size,
+    path = export.onnx(model, str(tmp_path / "wide.onnx"), input_size=size,
                        verbose=False)  # fmt: skip
     image = np.random.default_rng(4).integers(0, 256, (1, *size, 3)).astype("uint8")
     assert_same_detections(keras_features(model, image), run_onnx(path, image))
@@ -187,7 +187,7 @@ def test_nearest_resize_rewrite_picks_the_pixels_that_tensorflow_picks():
 @pytest.mark.slow  # about 4 to 13 s; the default suite is near its limit
 def test_model_export_routes_onnx_and_takes_the_opset(model, tmp_path):
     path = str(tmp_path / "m.onnx")
-    model.export(path, format="onnx", image_size=IMAGE_SIZE, opset=18, verbose=False)
+    model.export(path, format="onnx", input_size=IMAGE_SIZE, opset=18, verbose=False)
     proto = onnx.load(path)
     assert [(i.domain, i.version) for i in proto.opset_import] == [("", 18)]
     image = sample_image()
@@ -200,14 +200,14 @@ def test_model_export_routes_onnx_and_takes_the_opset(model, tmp_path):
 def test_body_file_holds_the_dense_outputs(model, tmp_path):
     from keras_solov2.utils import image_geometry
 
-    path = export.onnx(model, str(tmp_path / "body.onnx"), image_size=IMAGE_SIZE,
+    path = export.onnx(model, str(tmp_path / "body.onnx"), input_size=IMAGE_SIZE,
                        include_postprocessing=False, verbose=False)  # fmt: skip
     image = sample_image()
     got = run_onnx(path, image)
     assert list(got) == list(export.BODY_OUTPUT_NAMES)
     # Keras on the image padded with the exact mean, as the graph pads it.
     padded = image_geometry.pad_with_mean(
-        image.astype("float32"), (64, 96), np, image_size=IMAGE_SIZE
+        image.astype("float32"), (64, 96), np, input_size=IMAGE_SIZE
     )
     dense = model(padded, training=False)
     for key, value in got.items():
@@ -222,7 +222,7 @@ def test_cli_exports_an_onnx_file_that_agrees_with_keras(model, tmp_path):
     model.save(keras_file)
     path = str(tmp_path / "tiny.onnx")
     argv = ["export", keras_file, "--format", "onnx", "--output", path,
-            "--image-size", "64", "96"]  # fmt: skip
+            "--input-size", "64", "96"]  # fmt: skip
     assert cli.main(argv) == 0
     with open(tmp_path / "tiny.onnx.json") as f:
         metadata = json.load(f)
@@ -266,13 +266,13 @@ def test_onnx_arguments_are_checked(model, tmp_path, capsys):
 
     path = str(tmp_path / "m.onnx")
     with pytest.raises(ValueError, match=r"\.onnx"):
-        export.onnx(model, str(tmp_path / "m.tflite"), image_size=IMAGE_SIZE)
+        export.onnx(model, str(tmp_path / "m.tflite"), input_size=IMAGE_SIZE)
     for opset in (16, 19, "17", True):
         with pytest.raises(ValueError, match="opset"):
-            export.onnx(model, path, image_size=IMAGE_SIZE, opset=opset)
-    with pytest.raises(ValueError, match="image_size"):
-        export.onnx(model, path, image_size=(60,))
-    with pytest.raises(ValueError, match="image_size"):
+            export.onnx(model, path, input_size=IMAGE_SIZE, opset=opset)
+    with pytest.raises(ValueError, match="`input_size` must be"):
+        export.onnx(model, path, input_size=(60,))
+    with pytest.raises(ValueError, match="pass `input_size="):
         export.onnx(model, path)  # test_scale None: no default size
     assert not (tmp_path / "m.onnx").exists()
 

@@ -197,7 +197,7 @@ def test_the_installed_wheel_predicts_exports_and_serves_the_page(installed):
 
     run(
         [script, "export", "tiny.keras", "--format", "tflite"]
-        + ["--output", "tiny.tflite", "--image-size", "64", "64"],
+        + ["--output", "tiny.tflite", "--input-size", "64", "64"],
         cwd=work,
     )
     tflite = (work / "tiny.tflite").read_bytes()

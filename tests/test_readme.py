@@ -53,7 +53,7 @@ SUBSTITUTIONS = [
 SUBSTITUTIONS += [
     (
         r"--epochs 12",
-        "--epochs 1 --model light_r18 --batch-size 2 --image-size 256 256",
+        "--epochs 1 --model light_r18 --batch-size 2 --scale 256 256",
         "one short epoch from random init (no weights offline)",
     ),
     (r"/data/coco_train", "coco_train", "shards in the test folder"),

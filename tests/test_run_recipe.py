@@ -28,7 +28,7 @@ def run(tmp_path_factory):
         model=str(root / "tiny_preset"),
         epochs=1,
         batch_size=2,
-        image_size=(64, 64),
+        scale=(64, 64),
         warmup_steps=5,
         verbose=0,
     )
@@ -69,7 +69,7 @@ def test_resume_with_another_recipe_is_one_line_naming_the_flags(run):
     assert "--batch-size (batch_size: 2 then, 1 now)" in message
     assert '--schedule (schedule: "1x" then, "3x" now)' in message
     assert "--lr" in message  # 0.01 x batch / 16 changed with the batch
-    assert "--image-size" not in message and "--model" not in message
+    assert "--scale" not in message and "--model" not in message
     with open(os.path.join(output, "recipe.json")) as f:
         assert f.read() == before  # the run's record is kept
 
@@ -89,7 +89,7 @@ def test_cli_resume_with_another_recipe_exits_2(run):
     result = subprocess.run(
         [script, "train", kwargs["annotations"], kwargs["images"],
          "--output", output, "--model", kwargs["model"], "--epochs", "1",
-         "--batch-size", "2", "--image-size", "64", "64", "--warmup-steps", "5",
+         "--batch-size", "2", "--scale", "64", "64", "--warmup-steps", "5",
          "--schedule", "3x", "--resume"],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"},

@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_model
 
 import keras_solov2
-from keras_solov2.training import training_scales
+from keras_solov2.training import train, training_scales
 from keras_solov2.utils import image_geometry
 
 LIGHT = [(768, 512), (768, 480), (768, 448), (768, 416), (768, 384), (768, 352)]
@@ -25,7 +25,7 @@ def test_light_model_trains_at_the_official_scales_on_a_512_x_768_canvas():
     assert scales == LIGHT
     # Above the 448 test scale: the canvas fits 512 x 768 landscape images.
     assert image_geometry.landscape_canvas_for_scales(scales, 32) == (512, 768)
-    # --image-size still trains at one scale.
+    # scale= (--scale) trains at one scale, the sides in either order.
     assert training_scales(model, (320, 480)) == [(480, 320)]
 
 
@@ -70,7 +70,7 @@ def test_a_model_without_scales_falls_back_to_its_test_scale():
     assert old.train_scales is None
     assert training_scales(old) == FULL  # the full models' rule
     old.test_scale = None
-    with pytest.raises(ValueError, match="--image-size"):
+    with pytest.raises(ValueError, match="--scale"):
         training_scales(old)
 
 
@@ -78,3 +78,21 @@ def test_a_model_without_scales_falls_back_to_its_test_scale():
 def test_bad_scales_are_refused(bad):
     with pytest.raises(ValueError, match="train_scales"):
         tiny_model(train_scales=bad)
+
+
+def test_scale_is_the_keep_ratio_scale_and_image_size_its_deprecated_name(tmp_path):
+    model = tiny_model()
+    assert training_scales(model, scale=(320, 480)) == [(480, 320)]
+    with pytest.warns(DeprecationWarning, match="pass `scale=`"):
+        assert training_scales(model, image_size=(320, 480)) == [(480, 320)]
+    with pytest.raises(TypeError, match="Pass `scale` only"):
+        training_scales(model, scale=(64, 64), image_size=(64, 64))
+    # train() takes the same names, sorted out before anything is read.
+    run = str(tmp_path / "run")
+    with pytest.raises(TypeError, match="Pass `scale` only"):
+        train("a.json", "images", run, scale=(64, 64), image_size=(64, 64))
+    with (
+        pytest.warns(DeprecationWarning, match="keras_solov2.training.train"),
+        pytest.raises(FileNotFoundError, match="missing.json"),
+    ):
+        train(str(tmp_path / "missing.json"), str(tmp_path), run, image_size=(64, 64))

@@ -202,14 +202,14 @@ def models(tmp_path_factory):
     model = detecting_model()
     files = {
         "end_to_end": export.tflite(
-            model, str(folder / "tiny.tflite"), image_size=IMAGE_SIZE, verbose=False
+            model, str(folder / "tiny.tflite"), input_size=IMAGE_SIZE, verbose=False
         ),
     }
     metadata = (folder / "tiny.tflite.json").read_text()
     body = export.tflite(
         model,
         str(folder / "body.tflite"),
-        image_size=IMAGE_SIZE,
+        input_size=IMAGE_SIZE,
         include_postprocessing=False,
         verbose=False,
     )

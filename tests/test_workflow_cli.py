@@ -68,7 +68,7 @@ def train_args(root, splits, output, epochs):
         str(epochs),
         "--batch-size",
         "2",
-        "--image-size",
+        "--scale",
         "64",
         "64",
         "--warmup-steps",
@@ -117,7 +117,7 @@ def test_train_from_tfrecord_shards(workspace):
     result = cli(
         "train", "--tfrecords", prefix, "--output", str(output),
         "--model", str(root / "tiny_preset"), "--epochs", "1", "--batch-size", "2",
-        "--image-size", "64", "64", "--warmup-steps", "5",
+        "--scale", "64", "64", "--warmup-steps", "5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert csv_epochs(output / "results.csv") == [0]
@@ -291,7 +291,7 @@ COMMANDS = {
     ("evaluate",): "--on-invalid",
     ("predict",): "--score-threshold",
     ("convert",): "--architecture",
-    ("export",): "--quantization",
+    ("export",): "--input-size",
     ("data",): "to-tfrecord",
     ("data", "to-tfrecord"): "--shards",
     ("data", "verify"): "prefix",
@@ -305,7 +305,7 @@ def test_help_documents_every_option():
         assert result.returncode == 0
         assert "--output" in result.stdout
     train_help = cli("train", "--help").stdout
-    for option in ("--val-annotations", "--resume", "--epochs", "--lr", "--image-size"):
+    for option in ("--val-annotations", "--resume", "--epochs", "--lr", "--scale"):
         assert option in train_help
 
 

@@ -6,6 +6,7 @@ errors do not wait for it.
 """
 
 import os
+import sys
 import zipfile
 
 
@@ -70,17 +71,34 @@ def _load_keras_file(path, expected):
     return model
 
 
-def _check_image_size(size, minimum):
-    """`--image-size H W` as two ints, or an error that names the flag."""
+def size_argument(args, flag):
+    """`(typed, size)`: the flag the user typed, `flag` or its deprecated
+    name `--image-size` (with a one-line note on stderr), and its two ints
+    (`None` when neither was given)."""
+    size = getattr(args, flag[2:].replace("-", "_"))
+    if args.image_size is None:
+        return flag, size
+    if size is not None:
+        raise ValueError(f"Give {flag} only; --image-size is its deprecated name.")
+    print(
+        f"keras-solov2 {args.command}: note: --image-size is deprecated and will "
+        f"be removed in the next release; it is {flag} now.",
+        file=sys.stderr,
+    )
+    return "--image-size", args.image_size
+
+
+def _check_size(flag, size, minimum):
+    """`size` (from `flag H W`) as two ints, or an error that names `flag`."""
     if size is None:
         return None
     height, width = (int(v) for v in size)
     if min(height, width) < minimum:
         raise ValueError(
-            f"--image-size {height} {width}: each side must be at least "
+            f"{flag} {height} {width}: each side must be at least "
             f"{minimum} pixels, the model's size_divisor (the stride of its "
             "coarsest feature map; smaller inputs are mostly padding). Try "
-            "--image-size 448 608."
+            f"{flag} 448 608."
         )
     return height, width
 
@@ -89,11 +107,12 @@ def _export(args):
     from keras_solov2 import export
     from keras_solov2.export.onnx import DEFAULT_OPSET, OPSETS
 
+    flag, size = size_argument(args, "--input-size")
     if args.format == "saved_model" and (
-        args.image_size or args.quantization or args.calibration_images
+        size or args.quantization or args.calibration_images
     ):
         raise ValueError(
-            "--image-size (tflite, onnx), --quantization and --calibration-images "
+            f"{flag} (tflite, onnx), --quantization and --calibration-images "
             "(tflite only) do not apply to a SavedModel: it takes uint8 images "
             "of any size."
         )
@@ -107,7 +126,7 @@ def _export(args):
     if args.opset is not None and args.opset not in OPSETS:
         raise ValueError(f"--opset must be one of {OPSETS}; got {args.opset}.")
     model = load_model(args.model)
-    image_size = _check_image_size(args.image_size, model.size_divisor)
+    input_size = _check_size(flag, size, model.size_divisor)
     if args.format == "saved_model":
         export.saved_model(model, args.output)
         return
@@ -115,7 +134,7 @@ def _export(args):
         export.onnx(
             model,
             args.output,
-            image_size=image_size,
+            input_size=input_size,
             opset=DEFAULT_OPSET if args.opset is None else args.opset,
             include_postprocessing=not args.no_postprocessing,
         )
@@ -123,7 +142,7 @@ def _export(args):
     export.tflite(
         model,
         args.output,
-        image_size=image_size,
+        input_size=input_size,
         quantization=args.quantization,
         representative_data=args.calibration_images,
         num_calibration_images=args.num_calibration_images,
@@ -135,7 +154,7 @@ def _train(args):
     from keras_solov2.training import train
     from keras_solov2.utils.image_geometry import SIZE_DIVISOR
 
-    image_size = _check_image_size(args.image_size, SIZE_DIVISOR)
+    scale = _check_size(*size_argument(args, "--scale"), SIZE_DIVISOR)
     train(
         args.annotations,
         args.images,
@@ -146,7 +165,7 @@ def _train(args):
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        image_size=image_size,
+        scale=scale,
         learning_rate=args.lr,
         schedule=args.schedule,
         warmup_steps=args.warmup_steps,

@@ -13,6 +13,19 @@ def _add_on_invalid(parser, what):
     )
 
 
+def _add_size(parser, flag, metavar, help):
+    """Two ints `flag`, and `--image-size`, its deprecated name (the note
+    and the checks are `keras_solov2.app.commands.size_argument`'s)."""
+    parser.add_argument(flag, type=int, nargs=2, metavar=metavar, help=help)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=metavar,
+        help=f"the deprecated name of {flag}, for one release",
+    )
+
+
 def build_parser():
     """The `argparse` parser of `keras-solov2` and its commands."""
     from keras_solov2.export.tflite import QUANTIZATIONS
@@ -50,13 +63,13 @@ def build_parser():
         "--epochs", type=int, help="epochs (default: the schedule's, 12 for 1x)"
     )
     trainer.add_argument("--batch-size", type=int, default=8)
-    trainer.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="train at this one keep-ratio scale (default: the model's "
-        "train_scales, its preset's official multi-scale training)",
+    _add_size(
+        trainer,
+        "--scale",
+        ("LONG", "SHORT"),
+        "train at this one keep-ratio scale, the sides in either order "
+        "(default: the model's train_scales, its preset's official multi-scale "
+        "training)",
     )
     trainer.add_argument(
         "--lr", type=float, help="learning rate (default 0.01 x batch size / 16)"
@@ -114,12 +127,11 @@ def build_parser():
         "--format", choices=("tflite", "onnx", "saved_model"), required=True
     )
     exporter.add_argument("--output", required=True, help="file or directory to write")
-    exporter.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="fixed input size of the .tflite or .onnx (default: a 4:3 frame at "
+    _add_size(
+        exporter,
+        "--input-size",
+        ("H", "W"),
+        "fixed input size of the .tflite or .onnx (default: a 4:3 frame at "
         "the model's test scale, 448 608 for the light models)",
     )
     exporter.add_argument(

@@ -1,8 +1,8 @@
 """Deployment: SavedModel for serving, TFLite / LiteRT for phones and desktops,
 ONNX for ONNX Runtime and TensorRT.
 
-`saved_model(model, path)`, `tflite(model, path, image_size=...)` and
-`onnx(model, path, image_size=...)`;
+`saved_model(model, path)`, `tflite(model, path, input_size=...)` and
+`onnx(model, path, input_size=...)`;
 `model.export(path, format="tf_saved_model" | "litert" | "onnx")` calls them.
 """
 

@@ -12,6 +12,7 @@ import keras
 from keras_solov2.export import graphs
 from keras_solov2.export.letterbox import PAD_VALUE
 from keras_solov2.utils import image_geometry
+from keras_solov2.utils.renamed import renamed_keyword
 
 SIGNATURE_NAME = "serving_default"
 
@@ -31,11 +32,27 @@ def check_file_name(path, suffix, kind):
         raise ValueError(f"The {kind} file name must end in {suffix}; got {path!r}.")
 
 
-def input_size(model, image_size):
-    """`image_size` checked, or the model's default export size if `None`."""
-    if image_size is None:
-        image_size = graphs.default_image_size(model)
-    return graphs.check_image_size(image_size)
+def input_size(model, size, image_size, where):
+    """The input size of the export function `where`: its `input_size=`
+    (`size`) or the deprecated `image_size=` (with a `DeprecationWarning`),
+    checked, or the model's default export size if neither is given. An
+    error names the keyword the caller typed."""
+    name = "input_size" if image_size is None else "image_size"
+    size = renamed_keyword(size, image_size, "input_size", name, where, stacklevel=4)
+    if size is None and model.image_converter.test_scale is None:
+        raise ValueError(
+            "This model has no `test_scale`, so there is no default export size: "
+            "pass `input_size=(height, width)`."
+        )
+    if size is None:
+        return graphs.default_image_size(model)
+    try:
+        return graphs.check_image_size(size)
+    except ValueError:
+        raise ValueError(
+            f"`{name}` must be (height, width), two positive ints, e.g. "
+            f"(448, 608); got {size!r}."
+        ) from None
 
 
 def fixed_size_archive(model, image_size, include_postprocessing):

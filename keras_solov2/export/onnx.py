@@ -19,10 +19,11 @@ _INSTALL = "pip install 'keras-solov2[onnx]'"
 def onnx(
     model,
     path,
-    image_size=None,
+    input_size=None,
     opset=DEFAULT_OPSET,
     include_postprocessing=True,
     verbose=True,
+    image_size=None,
 ):
     """Writes an `.onnx` model for one uint8 image of a fixed size.
 
@@ -32,7 +33,7 @@ def onnx(
     custom domain), with static shapes. The input and outputs have the
     `.tflite`'s names, shapes and dtypes (the table in docs/android.md): one
     input `image`, uint8 `(1, H, W, 3)` RGB 0..255 letterboxed to
-    `image_size`; outputs `masks` (float32 `(1, D, H'/4, W'/4)` mask
+    `input_size`; outputs `masks` (float32 `(1, D, H'/4, W'/4)` mask
     probabilities at stride 4 of the padded input), `labels`, `scores`,
     `boxes`, `num_detections` and `candidates_overflow`, in this order
     (`keras_solov2.export.OUTPUT_NAMES`). With `include_postprocessing=False`
@@ -56,13 +57,15 @@ def onnx(
     Args:
         model: a `keras_solov2.SOLOv2`, on the TensorFlow backend.
         path: str. The `.onnx` file to write.
-        image_size: `(height, width)` of the input; by default the
+        input_size: `(height, width)` of the input; by default the
             `.tflite`'s, a 4:3 frame at the test scale (448 x 608 for the
             light models, 800 x 1088 for the full ones).
         opset: int. The `ai.onnx` opset, one of `OPSETS`. Defaults to `17`,
             the newest that TensorRT 8.5 reads.
         include_postprocessing: bool. Defaults to `True`.
         verbose: bool. Print what was written. Defaults to `True`.
+        image_size: the deprecated name of `input_size`
+            (`DeprecationWarning`; removed in the next release).
 
     Returns:
         str: `path`.
@@ -71,7 +74,9 @@ def onnx(
     common.check_file_name(path, ".onnx", "ONNX")
     if isinstance(opset, bool) or opset not in OPSETS:
         raise ValueError(f"`opset` must be one of {OPSETS}; got {opset!r}.")
-    image_size = common.input_size(model, image_size)
+    input_size = common.input_size(
+        model, input_size, image_size, "keras_solov2.export.onnx"
+    )
     try:
         import onnx as onnx_lib
         import tf2onnx
@@ -80,7 +85,7 @@ def onnx(
             f"ONNX export needs tf2onnx and onnx ({_INSTALL}): {error}"
         ) from error
 
-    _, endpoint = common.fixed_size_archive(model, image_size, include_postprocessing)
+    _, endpoint = common.fixed_size_archive(model, input_size, include_postprocessing)
     try:
         proto, _ = tf2onnx.convert.from_function(
             endpoint,
@@ -104,13 +109,13 @@ def onnx(
         ) from error
     onnx_lib.save_model(proto, str(path))
     metadata_path = common.write_metadata(
-        model, path, "onnx", image_size, include_postprocessing, opset=int(opset)
+        model, path, "onnx", input_size, include_postprocessing, opset=int(opset)
     )
     if verbose:
         size = proto.ByteSize() / 2**20
         print(
-            f"Wrote {path} ({size:.1f} MiB, input uint8 (1, {image_size[0]}, "
-            f"{image_size[1]}, 3), opset {opset}) and {metadata_path}."
+            f"Wrote {path} ({size:.1f} MiB, input uint8 (1, {input_size[0]}, "
+            f"{input_size[1]}, 3), opset {opset}) and {metadata_path}."
         )
     return str(path)
 

@@ -20,17 +20,18 @@ QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 def tflite(
     model,
     path,
-    image_size=None,
+    input_size=None,
     quantization=None,
     representative_data=None,
     num_calibration_images=32,
     include_postprocessing=True,
     verbose=True,
+    image_size=None,
 ):
     """Writes a `.tflite` model for one uint8 image of a fixed size.
 
     The file has one signature, `serving_default`, with one input `image`:
-    uint8 `(1, H, W, 3)`, RGB 0..255, `image_size` given here; the app
+    uint8 `(1, H, W, 3)`, RGB 0..255, `input_size` given here; the app
     letterboxes its frames to that size (`keras_solov2.export.letterbox`).
     Normalisation, padding to a multiple of 32, the network, point NMS, the
     dynamic convolution and Matrix NMS are all inside. Outputs
@@ -71,7 +72,7 @@ def tflite(
     Args:
         model: a `keras_solov2.SOLOv2` (TensorFlow backend).
         path: str. The `.tflite` file to write.
-        image_size: `(height, width)` of the input. Defaults to a 4:3
+        input_size: `(height, width)` of the input. Defaults to a 4:3
             landscape frame at the model's test scale: `(448, 608)` for the
             light models, `(800, 1088)` for the full ones.
         quantization: `None` (float32), `"float16"` (float16 weights),
@@ -82,13 +83,15 @@ def tflite(
             (or of `(images, ...)` / `{"images": ...}` elements, batched or
             not), a `keras_solov2.data.CocoDataset`, a folder of images, or
             a sequence of `(h, w, 3)` arrays. Each image is letterboxed to
-            `image_size`.
+            `input_size`.
         num_calibration_images: int. Images taken from `representative_data`.
             Defaults to `32`. TFLite calibrates with reference kernels: about
             15 s an image for a light R18 at 448x608, 60 s for an R50 at
             800x1088 on 2 cores.
         include_postprocessing: bool. Defaults to `True`.
         verbose: bool. Print what was written. Defaults to `True`.
+        image_size: the deprecated name of `input_size`
+            (`DeprecationWarning`; removed in the next release).
 
     Returns:
         str: `path`.
@@ -112,16 +115,18 @@ def tflite(
             f"quantization={quantization!r}."
         )
     common.check_file_name(path, ".tflite", "TFLite")
-    image_size = common.input_size(model, image_size)
+    input_size = common.input_size(
+        model, input_size, image_size, "keras_solov2.export.tflite"
+    )
     if quantization == "int8":
         images = list(
-            _calibration_images(representative_data, image_size, num_calibration_images)
+            _calibration_images(representative_data, input_size, num_calibration_images)
         )
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "saved_model")
         archive, _ = common.fixed_size_archive(
-            model, image_size, include_postprocessing
+            model, input_size, include_postprocessing
         )
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -160,7 +165,7 @@ def tflite(
         model,
         path,
         "tflite",
-        image_size,
+        input_size,
         include_postprocessing,
         signature=common.SIGNATURE_NAME,
         quantization=quantization,
@@ -168,7 +173,7 @@ def tflite(
     if verbose:
         print(
             f"Wrote {path} ({len(flatbuffer) / 2**20:.1f} MiB, input uint8 "
-            f"(1, {image_size[0]}, {image_size[1]}, 3), quantization "
+            f"(1, {input_size[0]}, {input_size[1]}, 3), quantization "
             f"{quantization or 'none (float32)'}) and {metadata_path}."
         )
     return str(path)
@@ -235,7 +240,7 @@ def _check_builtins(flatbuffer, path):
         )
 
 
-def _calibration_images(data, image_size, limit):
+def _calibration_images(data, input_size, limit):
     """Up to `limit` letterboxed uint8 `(H, W, 3)` images from `data`."""
     count = 0
     for image in _iterate_images(data):
@@ -245,7 +250,7 @@ def _calibration_images(data, image_size, limit):
                 "Calibration images must be uint8 RGB (0..255), as the exported "
                 f"model's input; got {image.dtype}."
             )
-        yield letterbox(image, image_size)[0]
+        yield letterbox(image, input_size)[0]
         count += 1
         if count >= limit:
             return

@@ -32,7 +32,7 @@ FLAGS = {
     "val_annotations": "--val-annotations",
     "val_images": "--val-images",
     "num_classes": "the data's classes",
-    "scales": "--image-size",
+    "scales": "--scale",
     "schedule": "--schedule",
     "epochs": "--epochs",
     "batch_size": "--batch-size",
