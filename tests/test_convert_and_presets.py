@@ -292,7 +292,7 @@ def test_wrong_hash_and_no_network_errors(tmp_path, monkeypatch, tiny_arch):
 
 
 def test_cli_convert(tmp_path, tiny_arch, capsys):
-    from keras_solov2.cli import main
+    from keras_solov2.app.cli import main
 
     path = str(tmp_path / "tiny.pth")
     write_torch_checkpoint(path, {"state_dict": mmdet_state_dict(tiny_arch)})
