@@ -13,9 +13,10 @@ pasted at 480x640); the rest of `predict` (Keras's loop, conversions) is
 its overhead. `predict` runs twice: as Keras runs it by default on a CPU
 (`jit_compile="auto"` is off there: the TensorFlow graph, oneDNN's
 kernels), and after `model.compile(jit_compile=True)`, where XLA compiles
-the network and the decoding stays in the TensorFlow graph; the network
-alone is timed both ways too. Medians of `--runs` runs after a warm-up
-run.
+the network and the decoding up to the feature-resolution masks, and the
+paste to the photo stays in the TensorFlow graph; the network alone is
+timed both ways too, the decoding (all of it) in the TensorFlow graph.
+Medians of `--runs` runs after a warm-up run.
 """
 
 import argparse

@@ -446,8 +446,9 @@ def test_xla_predict_compiles_once_per_image_size():
 
 def test_xla_predict_compiles_the_network_and_matches_graph_predict(tmp_path):
     # With jit_compile=True on TensorFlow, XLA compiles the network and the
-    # decoding stays in the graph: the same detections as without XLA, and a
-    # SavedModel exported afterwards holds no XLA-only call.
+    # decoding up to the feature-resolution masks, and the paste stays in
+    # the graph: the same detections as without XLA, and a SavedModel
+    # exported afterwards holds no XLA-only call.
     from detection_match import match_detections
 
     model = tiny_model(test_scale=(96, 64), max_detections=6, **EVERYTHING)

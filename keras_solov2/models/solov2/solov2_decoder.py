@@ -285,7 +285,7 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         if self.mask_resolution == "features":
             results = {
                 "mask_probs": kept_probs,
-                "boxes": _feature_boxes(
+                "boxes": feature_boxes(
                     kept_probs > self.mask_threshold,
                     self.mask_stride,
                     resized_size,
@@ -638,7 +638,7 @@ def _tensorflow_without_xla():
     return not control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
-def _feature_boxes(masks, mask_stride, resized_size, original_size):
+def feature_boxes(masks, mask_stride, resized_size, original_size):
     """Boxes of feature-resolution masks in original-image pixels."""
     masks = ops.cast(masks, "float32")
     rows, cols = ops.max(masks, axis=-1), ops.max(masks, axis=-2)
