@@ -144,7 +144,7 @@ def _runner(model, variant):
     if variant == "predict":
         return lambda images: model.predict(images, verbose=0)
     if variant == "features":
-        from keras_solov2.models.solov2.solov2_decoder import paste_masks
+        from keras_solov2.models.solov2.mask_paste import paste_masks
 
         def run(images):
             out = model.predict(images, verbose=0)

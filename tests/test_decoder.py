@@ -16,8 +16,8 @@ from keras import ops
 
 from keras_solov2.layers import SOLOv2Decoder
 from keras_solov2.layers.spatial import resize
+from keras_solov2.models.solov2.mask_paste import masks_to_boxes, paste_masks
 from keras_solov2.models.solov2.point_nms import point_nms
-from keras_solov2.models.solov2.solov2_decoder import masks_to_boxes, paste_masks
 
 GRIDS = (4, 2)
 FEATURES = (8, 10)  # mask features; the padded input is 32 x 40

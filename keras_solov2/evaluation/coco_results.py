@@ -12,7 +12,7 @@ from keras_solov2.evaluation.ground_truth import (
     source_name,
 )
 from keras_solov2.io import load_image
-from keras_solov2.models.solov2.solov2_decoder import paste_masks
+from keras_solov2.models.solov2.mask_paste import paste_masks
 
 
 def predict_to_coco(

@@ -1,3 +1,5 @@
+import math
+
 import keras
 from keras import ops
 
@@ -156,3 +158,30 @@ class KernelCategoryHead(keras.layers.Layer):
             }
         )
         return config
+
+
+def category_logits(
+    category_features, num_grids, num_classes, prior_probability, dtype
+):
+    """The task's classifier on the category tower's outputs: one 3x3 conv
+    (`conv_cls`) shared by the levels, its bias set so that every class
+    starts at `prior_probability`, and the levels' grids flattened and
+    concatenated into `(batch, sum(S^2), num_classes)` logits."""
+    conv_cls = keras.layers.Conv2D(
+        num_classes,
+        3,
+        padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        bias_initializer=keras.initializers.Constant(
+            -math.log((1 - prior_probability) / prior_probability)
+        ),
+        dtype=dtype,
+        name="conv_cls",
+    )
+    logits = [
+        keras.layers.Reshape(
+            (s * s, num_classes), dtype=dtype, name=f"category_logits_{i}"
+        )(conv_cls(x))
+        for i, (s, x) in enumerate(zip(num_grids, category_features, strict=True))
+    ]
+    return keras.layers.Concatenate(axis=1, dtype=dtype, name="category_logits")(logits)

@@ -1,35 +1,30 @@
-import math
-
 import keras
 import numpy as np
 
 from keras_solov2.layers.pixel_normalization import PixelNormalization
 from keras_solov2.models import preset_loader, preset_utils
 from keras_solov2.models.solov2 import solov2_predict, solov2_presets
-from keras_solov2.models.solov2.solov2_decoder import SOLOv2Decoder
-from keras_solov2.models.solov2.solov2_image_converter import SOLOv2ImageConverter
-from keras_solov2.models.solov2.solov2_loss import check_targets, solov2_loss
-from keras_solov2.models.solov2.solov2_target_encoder import SOLOv2TargetEncoder
+from keras_solov2.models.solov2.kernel_category_head import category_logits
+from keras_solov2.models.solov2.solov2_loss import (
+    check_loss_normalization,
+    task_loss,
+)
+from keras_solov2.models.solov2.solov2_sublayers import (
+    SETTING_LAYERS,
+    backbone_with_policy,
+    build_sublayers,
+    check_per_class,
+    classproperty,
+    forward_settings,
+    pop_settings,
+    settings_fingerprint,
+    settings_names,
+)
 from keras_solov2.optimizers import solov2_optimizer
-
-# The sublayers that hold settings, by attribute name: the one place where
-# each setting lives. `SOLOv2` forwards their settings as its own attributes.
-_SETTING_LAYERS = {
-    "image_converter": SOLOv2ImageConverter,
-    "target_encoder": SOLOv2TargetEncoder,
-    "decoder": SOLOv2Decoder,
-}
-
-
-class _classproperty:
-    def __init__(self, getter):
-        self.getter = getter
-
-    def __get__(self, instance, owner):
-        return self.getter(owner)
 
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
+@forward_settings
 class SOLOv2(keras.Model):
     """SOLOv2 instance segmentation: a backbone, a classifier, losses, decoding.
 
@@ -51,9 +46,9 @@ class SOLOv2(keras.Model):
     masks in compact form (`"mask_targets"` at stride 4, `"mask_centers"`,
     `"mask_areas"`; see `keras_solov2.data.transforms.compact_mask_targets`),
     which give the same loss from 1/16 of the bytes. The loss is built in
-    (`keras_solov2.models.solov2.solov2_loss`): focal loss on the category grid
-    plus 3 x dice loss on the masks of the positive cells. Keras logs `loss`,
-    `category_loss`, `mask_loss` and `positives_overflow`.
+    (`solov2_loss`): focal loss on the category grid plus 3 x dice loss on
+    the masks of the positive cells. Keras logs `loss`, `category_loss`,
+    `mask_loss` and `positives_overflow`.
 
     Inference: `model.predict(images)` takes `(batch, H, W, 3)` images of any
     size (or a list of images of different sizes). The `image_converter`
@@ -61,13 +56,14 @@ class SOLOv2(keras.Model):
     network runs; the `decoder` (point NMS, dynamic masks, maskness, Matrix
     NMS) returns a dict of `masks` `(batch, max_detections, H, W)` bool at
     the original size, `labels` (int32, `-1` for padding), `scores` (`0` for
-    padding), `boxes` `(batch, D, 4)` `[x1, y1, x2, y2]` derived from the
-    masks, `num_detections` and `candidates_overflow`. Only the kept
-    detections are resized to the original size, a few at a time, so a large
-    photo costs little beyond its masks. With `model.mask_resolution =
-    "features"` it returns `mask_probs` at 1/4 of the padded input instead of
-    `masks` (what an exported model returns);
-    `keras_solov2.layers.paste_masks` turns them into the same masks.
+    padding), `boxes` `(batch, D, 4)` `[x1, y1, x2, y2]` of the masks,
+    `num_detections` and `candidates_overflow`. Only the kept detections are
+    resized to the original size, a few at a time. With
+    `model.mask_resolution = "features"` it returns `mask_probs` at
+    `1 / mask_stride` of the padded input instead of `masks` (what an
+    exported model returns); `keras_solov2.layers.paste_masks` turns them
+    into the same masks. How `predict` runs on each backend:
+    `keras_solov2.models.solov2.solov2_predict`.
 
     Settings live in three serialised sublayers, each listing them in its
     `SETTINGS`: `image_converter` (`test_scale`, `size_divisor`),
@@ -90,15 +86,13 @@ class SOLOv2(keras.Model):
         focal_alpha: float. Defaults to `0.25`.
         focal_gamma: float. Defaults to `2.0`.
         mask_loss_weight: float. Defaults to `3.0`.
-        loss_normalization: `"global"` or `"per_replica"`. How the loss is
-            normalised under `tf.distribute` (one device: the same). With
-            `"global"`, `num_pos` (the focal-loss and mask-loss divisor) is
-            summed over the replicas, so that N replicas give the loss and
-            the update of one device on the same global batch (batch
-            statistics of training-mode BatchNorm stay per replica, as
-            without SyncBN). `"per_replica"` normalises each replica by its
-            own positives and averages the replicas, as mmdetection's
-            multi-GPU training does. Defaults to `"global"`.
+        loss_normalization: `"global"` or `"per_replica"`, the loss under
+            `tf.distribute` (`solov2_loss.task_loss`). `"global"` sums
+            `num_pos` over the replicas: N replicas give one device's loss
+            and update on the same global batch (BatchNorm's batch
+            statistics stay per replica). `"per_replica"` normalises each
+            replica by its own positives, as mmdetection's multi-GPU
+            training does. Defaults to `"global"`.
         image_converter: optional `SOLOv2ImageConverter` (or its config).
             Defaults to one built from the keyword settings.
         target_encoder: optional `SOLOv2TargetEncoder` (or its config).
@@ -140,41 +134,21 @@ class SOLOv2(keras.Model):
         decoder=None,
         **kwargs,
     ):
-        _check_per_class("class_names", class_names, num_classes)
-        _check_per_class("category_ids", category_ids, num_classes)
-        settings = {
-            attribute: {
-                k: kwargs.pop(k) for k in list(kwargs) if k in layer_class.SETTINGS
-            }
-            for attribute, layer_class in _SETTING_LAYERS.items()
-        }
-        backbone, dtype = _backbone_with_policy(backbone, kwargs.pop("dtype", None))
+        check_per_class("class_names", class_names, num_classes)
+        check_per_class("category_ids", category_ids, num_classes)
+        settings = pop_settings(kwargs)
+        backbone, dtype = backbone_with_policy(backbone, kwargs.pop("dtype", None))
         images = keras.Input(shape=backbone.image_shape, name="images")
         normalized = PixelNormalization(dtype=dtype, name="pixel_normalization")(images)
         features = backbone(normalized)
-        conv_cls = keras.layers.Conv2D(
-            num_classes,
-            3,
-            padding="same",
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            bias_initializer=keras.initializers.Constant(
-                -math.log((1 - prior_probability) / prior_probability)
-            ),
-            dtype=dtype,
-            name="conv_cls",
-        )
-        logits = [
-            keras.layers.Reshape(
-                (s * s, num_classes), dtype=dtype, name=f"category_logits_{i}"
-            )(conv_cls(x))
-            for i, (s, x) in enumerate(
-                zip(backbone.num_grids, features["category_features"], strict=True)
-            )
-        ]
         outputs = {
-            "category_logits": keras.layers.Concatenate(
-                axis=1, dtype=dtype, name="category_logits"
-            )(logits),
+            "category_logits": category_logits(
+                features["category_features"],
+                backbone.num_grids,
+                num_classes,
+                prior_probability,
+                dtype,
+            ),
             "kernels": features["kernels"],
             "mask_features": features["mask_features"],
         }
@@ -192,40 +166,23 @@ class SOLOv2(keras.Model):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.mask_loss_weight = mask_loss_weight
-        if loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(
-                f"`loss_normalization` must be one of {LOSS_NORMALIZATIONS}; got "
-                f"{loss_normalization!r}."
-            )
-        self.loss_normalization = loss_normalization
-        grids = {"num_grids": backbone.num_grids}
-        self.image_converter = _sublayer(
-            "image_converter", image_converter, settings, {}
-        )
-        self.target_encoder = _sublayer(
-            "target_encoder",
-            target_encoder,
+        self.loss_normalization = check_loss_normalization(loss_normalization)
+        sublayers = build_sublayers(
+            backbone,
             settings,
-            {**grids, "scale_ranges": solov2_presets.FULL_SCALE_RANGES},
+            image_converter=image_converter,
+            target_encoder=target_encoder,
+            decoder=decoder,
         )
-        self.decoder = _sublayer("decoder", decoder, settings, grids)
-        for name in ("target_encoder", "decoder"):
-            if tuple(getattr(self, name).num_grids) != tuple(backbone.num_grids):
-                raise ValueError(
-                    f"The {name}'s num_grids {getattr(self, name).num_grids} differ "
-                    f"from the backbone's {backbone.num_grids}."
-                )
+        self.image_converter = sublayers["image_converter"]
+        self.target_encoder = sublayers["target_encoder"]
+        self.decoder = sublayers["decoder"]
         self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
         self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")
         self.positives_overflow_tracker = keras.metrics.Sum(name="positives_overflow")
         self._traced_settings = {}
 
-    @classmethod
-    def settings_names(cls):
-        """Every sublayer setting that the model forwards, e.g. `"test_scale"`."""
-        return frozenset(
-            name for layer in _SETTING_LAYERS.values() for name in layer.SETTINGS
-        )
+    settings_names = staticmethod(settings_names)
 
     # ---------------------------------------------------------------- compile
     def compile(self, optimizer="auto", loss=None, **kwargs):
@@ -246,19 +203,16 @@ class SOLOv2(keras.Model):
         if loss is not None:
             raise ValueError(
                 "SOLOv2 computes its own loss (focal + dice, see "
-                "`keras_solov2.models.solov2.solov2_loss`); call compile() without "
-                f"`loss`, got loss={loss!r}."
+                "`keras_solov2.models.solov2.solov2_loss`); call compile() "
+                f"without `loss`, got loss={loss!r}."
             )
         if optimizer == "auto":
             optimizer, _ = solov2_optimizer(steps_per_epoch=None)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        """Recompiles a loaded `.keras` model as it was saved.
-
-        Keras skips this for a custom `compile()` (with a warning), which
-        would leave a reloaded model uncompiled and drop its optimizer state.
-        """
+        """Recompiles a loaded `.keras` model as it was saved (Keras skips this
+        for a custom `compile()`, leaving it uncompiled, its optimizer lost)."""
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
         if self.built:
@@ -268,52 +222,8 @@ class SOLOv2(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        check_targets(y)
-        if x is not None:
-            self._check_canvas(x)
-        replicas, replica_sum = _replicas()
-        is_global = self.loss_normalization == "global"
-        losses = solov2_loss(
-            y_pred,
-            y,
-            self.target_encoder,
-            self.num_classes,
-            focal_alpha=self.focal_alpha,
-            focal_gamma=self.focal_gamma,
-            mask_loss_weight=self.mask_loss_weight,
-            reduce_num_pos=replica_sum if is_global else None,
-        )
-        # Keras' TF trainer sums the replicas' gradients and logs the loss
-        # times the replica count, averaged: each replica must return its
-        # share of the global loss. With a global num_pos the replicas' own
-        # sums are those shares; per replica, each loss is 1/N of a mean.
-        share = 1.0 if is_global else 1.0 / replicas
-        # The trackers average over the replicas: give them the global value.
-        logged = replicas if is_global else 1.0
-        self.category_loss_tracker.update_state(losses["category_loss"] * logged)
-        self.mask_loss_tracker.update_state(losses["mask_loss"] * logged)
-        self.positives_overflow_tracker.update_state(losses["positives_overflow"])
-        total = (losses["category_loss"] + losses["mask_loss"]) * share
-        for extra in self.losses:  # regularisation losses, if any: once
-            total = total + keras.ops.cast(extra, "float32") / replicas
-        return total
-
-    def _check_canvas(self, images):
-        if isinstance(images, dict):
-            images = images.get("images")
-        shape = getattr(images, "shape", None)
-        if shape is None or len(shape) != 4:
-            return
-        divisor = self.size_divisor
-        for axis, name in ((1, "height"), (2, "width")):
-            if isinstance(shape[axis], int) and shape[axis] % divisor:
-                raise ValueError(
-                    f"Training images must be padded to a multiple of "
-                    f"size_divisor={divisor}; got {name} {shape[axis]} (images "
-                    f"{tuple(shape)}). The readers in keras_solov2.data do this; "
-                    "for your own arrays use "
-                    "keras_solov2.utils.image_geometry.pad_with_mean."
-                )
+        """The focal and dice losses (`solov2_loss.task_loss`)."""
+        return task_loss(self, x, y, y_pred)
 
     # -------------------------------------------------------------- predict
     def preprocess(self, images):
@@ -321,11 +231,7 @@ class SOLOv2(keras.Model):
         return self.image_converter.preprocess(images)
 
     def predict_step(self, *args):
-        """Resize and pad, the network, the decoder (`solov2_predict.predict_step`).
-
-        TensorFlow and torch call `predict_step(data)`; JAX's stateless
-        trainer calls `predict_step(state, data)` and gets the new state back.
-        """
+        """`(data)`, or JAX's `(state, data)`: `solov2_predict.predict_step`."""
         return solov2_predict.predict_step(self, *args)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -336,29 +242,18 @@ class SOLOv2(keras.Model):
         trimmed to its `num_detections`.
 
         Arrays (numpy or tensors, or a list of same-size images) run batch by
-        batch (`batch_size`, default 32) through the model's compiled predict
-        function, and its outputs become numpy arrays without a copy: the
-        masks of a 12 MP photo (1.2 GB for 100 detections) are held once, not
-        twice as `keras.Model.predict` would. Datasets, generators, `steps`
-        and `callbacks` go through `keras.Model.predict`.
+        batch (`batch_size`, default 32) through the predict engine, and its
+        outputs become numpy arrays without a copy: the masks of a 12 MP
+        photo (1.2 GB for 100 detections) are held once, not twice as
+        `keras.Model.predict` would. Datasets, generators, `steps` and
+        `callbacks` go through `keras.Model.predict`.
         """
         if isinstance(x, (list, tuple)):
             if len({np.shape(i) for i in x}) > 1:
-                results = []
-                for image in x:
-                    out = solov2_predict.predict_arrays(
-                        self, np.asarray(image)[None], 1, 0
-                    )
-                    n = int(out["num_detections"][0])
-                    results.append(
-                        {
-                            k: (v[0][:n] if np.ndim(v) > 1 else v[0])
-                            for k, v in out.items()
-                        }
-                    )
-                return results
+                return solov2_predict.predict_each(self, x)
             x = np.stack([np.asarray(i) for i in x])
-        if steps is None and callbacks is None and _is_array(x):
+        is_array = isinstance(x, np.ndarray) or keras.ops.is_tensor(x)
+        if steps is None and callbacks is None and is_array:
             return solov2_predict.predict_arrays(self, x, batch_size or 32, verbose)
         return super().predict(
             x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
@@ -375,16 +270,14 @@ class SOLOv2(keras.Model):
     ):
         """`keras.Model.export`, routed to `keras_solov2.export`.
 
-        `format="tf_saved_model"` calls `keras_solov2.export.saved_model`
-        (uint8 images of any size, resize and decoding inside),
-        `format="litert"` calls `keras_solov2.export.tflite` (builtin ops
-        only, Matrix NMS inside; `image_size=`, `quantization=`, ... as
-        keyword arguments) and `format="onnx"` calls
-        `keras_solov2.export.onnx` (the same graph in `ai.onnx` ops;
-        `image_size=`, `opset=`, ...). Keras's own LiteRT export enables
-        SELECT_TF_OPS and lets Flex ops in, which neither Android's GPU nor
-        the pip runtime runs; its ONNX export writes the network alone
-        (float input, no decoding). Other formats go to `keras.Model.export`.
+        `"tf_saved_model"` calls `keras_solov2.export.saved_model` (uint8
+        images of any size, resize and decoding inside), `"litert"`
+        `keras_solov2.export.tflite` (builtin ops only, Matrix NMS inside;
+        `image_size=`, `quantization=`, ...) and `"onnx"`
+        `keras_solov2.export.onnx` (the same graph in `ai.onnx` ops). Keras's
+        own LiteRT export lets Flex ops in, which neither Android's GPU nor
+        the pip runtime runs; its ONNX export writes the network alone.
+        Other formats go to `keras.Model.export`.
         """
         from keras_solov2 import export as exporters
 
@@ -419,24 +312,15 @@ class SOLOv2(keras.Model):
         return super().make_test_function(force or self._settings_changed("test"))
 
     def make_predict_function(self, force=False):
-        """Keras' predict function, built for the engine that
+        """Keras' predict function, for the engine that
         `solov2_predict.predict_engine` picks (see that module)."""
         force = force or self._settings_changed("predict")
-        if keras.backend.backend() != "tensorflow" or self.run_eagerly:
-            return super().make_predict_function(force)
-        engine = solov2_predict.predict_engine(self)
-        if self.predict_function is not None and not force:
-            if getattr(self, "_predict_function_engine", engine) == engine:
-                return self.predict_function
-        self._predict_function_engine = engine
-        return solov2_predict.make_predict_function(self, super().make_predict_function)
+        return solov2_predict.make_predict_function(
+            self, force, super().make_predict_function
+        )
 
     def _settings_changed(self, function):
-        current = repr(
-            [getattr(self, name).settings() for name in _SETTING_LAYERS]
-            + [self.focal_alpha, self.focal_gamma, self.mask_loss_weight]
-            + [self.loss_normalization]
-        )
+        current = settings_fingerprint(self)
         changed = self._traced_settings.get(function, current) != current
         self._traced_settings[function] = current
         return changed
@@ -458,20 +342,20 @@ class SOLOv2(keras.Model):
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             **{
                 name: keras.layers.serialize(getattr(self, name))
-                for name in _SETTING_LAYERS
+                for name in SETTING_LAYERS
             },
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("backbone", *_SETTING_LAYERS):
+        for key in ("backbone", *SETTING_LAYERS):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
 
     # -------------------------------------------------------------- presets
-    @_classproperty
+    @classproperty
     def presets(cls):
         """The official checkpoints, by preset name, with their metadata."""
         return {k: dict(v) for k, v in solov2_presets.PRESETS.items()}
@@ -513,89 +397,3 @@ class SOLOv2(keras.Model):
         """Saves `config.json`, `model.weights.h5` and `metadata.json` (KerasHub's
         preset layout); `keras_solov2.SOLOv2.from_preset(preset_dir)` loads it."""
         preset_utils.save_to_preset(self, preset_dir, metadata=metadata)
-
-
-def _forwarded(layer_name, setting):
-    def get(self):
-        return getattr(getattr(self, layer_name), setting)
-
-    def set_(self, value):
-        setattr(getattr(self, layer_name), setting, value)
-
-    return property(get, set_, doc=f"`{layer_name}.{setting}` (see its docstring).")
-
-
-for _name, _layer in _SETTING_LAYERS.items():
-    for _setting in _layer.SETTINGS:
-        setattr(SOLOv2, _setting, _forwarded(_name, _setting))
-
-
-def _sublayer(name, given, settings, required):
-    """The sublayer `name`: `given` (a layer or a config) or one built from
-    the constructor's keyword settings."""
-    own = settings[name]
-    if given is None:
-        # float32 whatever the policy: targets, decoding and Matrix NMS.
-        layer_class = _SETTING_LAYERS[name]
-        return layer_class(**{**required, **own}, dtype="float32", name=name)
-    if own:
-        raise ValueError(
-            f"Pass either `{name}` or its settings {sorted(own)}, not both; "
-            f"set them on the layer instead (`{name}.{next(iter(own))} = ...`)."
-        )
-    if isinstance(given, dict):
-        given = keras.layers.deserialize(given)
-    if not isinstance(given, _SETTING_LAYERS[name]):
-        raise ValueError(
-            f"`{name}` must be a {_SETTING_LAYERS[name].__name__}, got "
-            f"{type(given).__name__}."
-        )
-    return given
-
-
-LOSS_NORMALIZATIONS = ("global", "per_replica")
-
-
-def _backbone_with_policy(backbone, dtype):
-    """`(backbone, policy)`: the backbone's own policy when `dtype` is `None`,
-    else `dtype`'s, with the backbone rebuilt under it (weights copied) when
-    it was built with another."""
-    if dtype is None:
-        return backbone, backbone.dtype_policy
-    policy = keras.dtype_policies.get(dtype)
-    if policy.name == backbone.dtype_policy.name:
-        return backbone, policy
-    config = {**backbone.get_config(), "dtype": keras.dtype_policies.serialize(policy)}
-    rebuilt = type(backbone).from_config(config)
-    preset_loader.copy_weights(backbone, rebuilt, {"dtype": policy.name})
-    return rebuilt, policy
-
-
-def _replicas():
-    """`(num_replicas, sum_over_replicas)` in a `tf.distribute` replica
-    context, else `(1, None)` (one device, and JAX, whose distributed step
-    computes the loss on the global batch)."""
-    if keras.backend.backend() != "tensorflow":
-        return 1, None
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return 1, None
-
-    def replica_sum(value):
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-    return context.num_replicas_in_sync, replica_sum
-
-
-def _is_array(x):
-    """A numpy array or a backend tensor (not a dataset or a generator)."""
-    return isinstance(x, np.ndarray) or keras.ops.is_tensor(x)
-
-
-def _check_per_class(argument, values, num_classes):
-    if values is not None and len(values) != num_classes:
-        raise ValueError(
-            f"`{argument}` has {len(values)} entries but num_classes={num_classes}."
-        )

@@ -1,5 +1,6 @@
 """SOLOv2's training loss: focal loss on the category grid, dice on the masks."""
 
+import keras
 from keras import ops
 
 from keras_solov2.losses.dice import dice_loss
@@ -8,6 +9,8 @@ from keras_solov2.losses.focal import sigmoid_focal_loss
 TARGET_KEYS = ("masks", "labels", "boxes")
 # The readers' default form of the masks (`mask_targets="compact"`).
 COMPACT_MASK_KEYS = ("mask_targets", "mask_centers", "mask_areas")
+# How the loss is normalised under `tf.distribute` (`SOLOv2`'s argument).
+LOSS_NORMALIZATIONS = ("global", "per_replica")
 
 
 def check_targets(y):
@@ -134,3 +137,90 @@ def solov2_loss(
             ops.sum(encoded["positives_overflow"]), "float32"
         ),
     }
+
+
+def check_loss_normalization(value):
+    """`value` if it is one of `LOSS_NORMALIZATIONS`, else a `ValueError`."""
+    if value not in LOSS_NORMALIZATIONS:
+        raise ValueError(
+            f"`loss_normalization` must be one of {LOSS_NORMALIZATIONS}; got {value!r}."
+        )
+    return value
+
+
+def task_loss(model, x, y, y_pred):
+    """`SOLOv2.compute_loss`: the total loss of a batch, its parts logged.
+
+    Checks the targets and the canvas, computes `solov2_loss` with the
+    model's settings, updates the model's `category_loss`, `mask_loss` and
+    `positives_overflow` trackers and adds the regularisation losses.
+
+    Under `tf.distribute`, `model.loss_normalization` decides the divisor:
+    with `"global"` each replica's `num_pos` is the sum over the replicas.
+    Keras' TF trainer sums the replicas' gradients and logs the loss times
+    the replica count, averaged, so each replica returns its share of the
+    global loss: with a global `num_pos` the replicas' own sums are those
+    shares; per replica, each loss is 1/N of a mean.
+    """
+    check_targets(y)
+    if x is not None:
+        check_canvas(x, model.size_divisor)
+    num_replicas, replica_sum = replicas()
+    is_global = model.loss_normalization == "global"
+    losses = solov2_loss(
+        y_pred,
+        y,
+        model.target_encoder,
+        model.num_classes,
+        focal_alpha=model.focal_alpha,
+        focal_gamma=model.focal_gamma,
+        mask_loss_weight=model.mask_loss_weight,
+        reduce_num_pos=replica_sum if is_global else None,
+    )
+    share = 1.0 if is_global else 1.0 / num_replicas
+    # The trackers average over the replicas: give them the global value.
+    logged = num_replicas if is_global else 1.0
+    model.category_loss_tracker.update_state(losses["category_loss"] * logged)
+    model.mask_loss_tracker.update_state(losses["mask_loss"] * logged)
+    model.positives_overflow_tracker.update_state(losses["positives_overflow"])
+    total = (losses["category_loss"] + losses["mask_loss"]) * share
+    for extra in model.losses:  # regularisation losses, if any: once
+        total = total + ops.cast(extra, "float32") / num_replicas
+    return total
+
+
+def check_canvas(images, divisor):
+    """Raises a `ValueError` if the training images' static height or width
+    is not a multiple of `size_divisor`."""
+    if isinstance(images, dict):
+        images = images.get("images")
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        return
+    for axis, name in ((1, "height"), (2, "width")):
+        if isinstance(shape[axis], int) and shape[axis] % divisor:
+            raise ValueError(
+                f"Training images must be padded to a multiple of "
+                f"size_divisor={divisor}; got {name} {shape[axis]} (images "
+                f"{tuple(shape)}). The readers in keras_solov2.data do this; "
+                "for your own arrays use "
+                "keras_solov2.utils.image_geometry.pad_with_mean."
+            )
+
+
+def replicas():
+    """`(num_replicas, sum_over_replicas)` in a `tf.distribute` replica
+    context, else `(1, None)` (one device, and JAX, whose distributed step
+    computes the loss on the global batch)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1, None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 1, None
+
+    def replica_sum(value):
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+    return context.num_replicas_in_sync, replica_sum

@@ -26,11 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_solov2.models.solov2.solov2_decoder import (
-    feature_boxes,
-    features_decoder,
-    paste_masks,
-)
+from keras_solov2.models.solov2.mask_paste import feature_boxes, paste_masks
+from keras_solov2.models.solov2.solov2_decoder import features_decoder
 
 ENGINES = ("tensorflow", "tensorflow_xla", "jax", "keras")
 
@@ -88,15 +85,23 @@ def predict_step(model, *args, xla=None):
     return (detections, non_trainable) if len(args) == 2 else detections
 
 
-def make_predict_function(model, make_keras_function):
-    """Builds `model.predict_function` for the TensorFlow engines.
+def make_predict_function(model, force, make_keras_function):
+    """`SOLOv2.make_predict_function`: `model.predict_function`, rebuilt if
+    `force` or if the engine changed.
 
-    `make_keras_function` is Keras' own `make_predict_function(force=True)`.
-    For `"tensorflow_xla"` it is built without XLA (the step is a TensorFlow
+    `make_keras_function` is Keras' own `make_predict_function`. For
+    `"tensorflow_xla"` it is built without XLA (the step is a TensorFlow
     graph) and `predict_step` runs `XlaFeatures`, rebuilt here so that it
     decodes with the current settings.
     """
-    if predict_engine(model) != "tensorflow_xla":
+    if keras.backend.backend() != "tensorflow" or model.run_eagerly:
+        return make_keras_function(force)
+    engine = predict_engine(model)
+    if model.predict_function is not None and not force:
+        if getattr(model, "_predict_function_engine", engine) == engine:
+            return model.predict_function
+    model._predict_function_engine = engine
+    if engine != "tensorflow_xla":
         return make_keras_function(force=True)
     XlaFeatures.build(model)
     # Keras wraps the whole step in an XLA program when `jit_compile` is set.
@@ -218,6 +223,19 @@ def predict_arrays(model, images, batch_size, verbose):
     if len(batches) == 1:
         return batches[0]
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def predict_each(model, images):
+    """`model.predict` of differently-sized images, one at a time: a list of
+    per-image dicts, each trimmed to its `num_detections`."""
+    results = []
+    for image in images:
+        out = predict_arrays(model, np.asarray(image)[None], 1, 0)
+        n = int(out["num_detections"][0])
+        results.append(
+            {k: (v[0][:n] if np.ndim(v) > 1 else v[0]) for k, v in out.items()}
+        )
+    return results
 
 
 def jax_predict(model):
