@@ -17,7 +17,6 @@ BN_FIELDS = {
     "running_var": "moving_variance",
 }
 GN_FIELDS = {"weight": "gamma", "bias": "beta"}
-CONV_FIELDS = {"weight": "kernel", "bias": "bias"}
 
 # Original WXinlong/SOLO names -> mmdetection names (reference §7.4).
 LEGACY_RENAMES = (

@@ -109,8 +109,6 @@ class SOLOv2ImageConverter(LiveSettings, keras.layers.Layer):
             resized = resize_like_opencv(images, resized_size)
         else:
             resized = resize(ops.cast(images, "float32"), resized_size, "bilinear")
-            if is_uint8:
-                resized = ops.clip(ops.round(resized), 0.0, 255.0)
         padded_size = tuple(
             image_geometry.padded_length(v, self.size_divisor) for v in resized_size
         )
