@@ -319,3 +319,19 @@ def test_bad_settings_are_refused_with_their_name():
             setattr(model, setting, value)
     with pytest.raises(ValueError, match="either `decoder` or its settings"):
         tiny_model(decoder=model.decoder, score_threshold=0.2)
+
+
+def test_the_sublayers_take_the_backbones_mask_stride():
+    class Stride8Backbone(keras_solov2.SOLOv2Backbone):
+        mask_stride = 8  # what a backbone fused at P3 would say
+
+    backbone = tiny_model().backbone
+    config = backbone.get_config()
+    model = keras_solov2.SOLOv2(Stride8Backbone.from_config(config), num_classes=3)
+    assert model.decoder.mask_stride == model.target_encoder.mask_stride == 8
+    with pytest.raises(ValueError, match="mask_stride 4 differs"):
+        keras_solov2.SOLOv2(
+            Stride8Backbone.from_config(config),
+            num_classes=3,
+            decoder=tiny_model().decoder,
+        )

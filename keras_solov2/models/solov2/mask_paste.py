@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_solov2.layers.live_settings import number, positive_int
 from keras_solov2.layers.spatial import resize
+from keras_solov2.utils import image_geometry
 
 # Detections resized to the original size at a time. Each needs about
 # 4 * H * W bytes of scratch memory (50 MB for a 12 MP photo).
@@ -24,7 +25,7 @@ def paste_masks(
     resized_size,
     original_size,
     mask_threshold=0.5,
-    mask_stride=4,
+    mask_stride=image_geometry.MASK_STRIDE,
     num_detections=None,
     chunk_size=PASTE_CHUNK_SIZE,
     return_boxes=False,
@@ -56,7 +57,10 @@ def paste_masks(
             `model.image_converter.resized_size(H, W)`.
         original_size: `(height, width)` of the original image.
         mask_threshold: float. Defaults to `0.5`.
-        mask_stride: int. Defaults to `4`.
+        mask_stride: int. The stride of `mask_probs`: pass the model's
+            `model.decoder.mask_stride` (its backbone's `mask_stride`).
+            Defaults to `4` (`keras_solov2.utils.image_geometry.MASK_STRIDE`,
+            the ResNet-FPN backbone's).
         num_detections: optional int `(batch,)`. Slots from
             `num_detections[b]` on are returned empty (and not resized).
             Defaults to `None`: all `D` slots are resized.

@@ -28,6 +28,7 @@ from keras_solov2.models.solov2.matrix_nms import (
     top_k,
 )
 from keras_solov2.models.solov2.point_nms import point_nms
+from keras_solov2.utils import image_geometry
 
 MASK_RESOLUTIONS = ("original", "features")
 NMS_KERNELS = ("gaussian", "linear")
@@ -107,7 +108,9 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
             convention). Defaults to `2.0`.
         filter_threshold: float in `[0, 1]`. Matrix NMS keeps decayed scores
             `>= filter_threshold` (`0` keeps all). Defaults to `0.05`.
-        mask_stride: int >= 1. Stride of the mask features. Defaults to `4`.
+        mask_stride: int >= 1. Stride of the mask features, the backbone's
+            `mask_stride` (`SOLOv2` passes `backbone.mask_stride`). Defaults
+            to `4` (`keras_solov2.utils.image_geometry.MASK_STRIDE`).
         mask_resolution: str. `"original"` (masks at the original image size)
             or `"features"` (mask probabilities at `1 / mask_stride` of the
             padded input). Defaults to `"original"`.
@@ -174,7 +177,7 @@ class SOLOv2Decoder(LiveSettings, keras.layers.Layer):
         nms_kernel="gaussian",
         nms_sigma=2.0,
         filter_threshold=0.05,
-        mask_stride=4,
+        mask_stride=image_geometry.MASK_STRIDE,
         mask_resolution="original",
         **kwargs,
     ):

@@ -62,8 +62,8 @@ def pop_settings(kwargs):
 def build_sublayers(backbone, settings, **given):
     """`{name: layer}` for every name of `SETTING_LAYERS`: `given[name]` (a
     layer or its config) or one built from `settings[name]`, whose
-    `num_grids` are the backbone's."""
-    grids = {"num_grids": backbone.num_grids}
+    `num_grids` and `mask_stride` are the backbone's."""
+    grids = {"num_grids": backbone.num_grids, "mask_stride": backbone.mask_stride}
     required = {
         "image_converter": {},
         "target_encoder": {**grids, "scale_ranges": FULL_SCALE_RANGES},
@@ -78,6 +78,11 @@ def build_sublayers(backbone, settings, **given):
             raise ValueError(
                 f"The {name}'s num_grids {layers[name].num_grids} differ "
                 f"from the backbone's {backbone.num_grids}."
+            )
+        if layers[name].mask_stride != backbone.mask_stride:
+            raise ValueError(
+                f"The {name}'s mask_stride {layers[name].mask_stride} differs "
+                f"from the backbone's {backbone.mask_stride}."
             )
     return layers
 

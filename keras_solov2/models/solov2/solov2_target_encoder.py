@@ -84,8 +84,8 @@ class SOLOv2TargetEncoder(LiveSettings, keras.layers.Layer):
             `0.2`. (The keyword `sigma` of earlier versions still works, with
             a `DeprecationWarning`; saved configs with `sigma` load.)
         mask_stride: int. Stride of the mask features, the backbone's
-            `mask_stride`. Defaults to `4`
-            (`keras_solov2.utils.image_geometry.MASK_STRIDE`).
+            `mask_stride` (`SOLOv2` passes `backbone.mask_stride`). Defaults
+            to `4` (`keras_solov2.utils.image_geometry.MASK_STRIDE`).
         max_positives: int. Cap on (instance, cell) pairs per image.
             Defaults to `500`.
         train_scales: `None` or a sequence of keep-ratio `(long, short)`
