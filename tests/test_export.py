@@ -136,7 +136,7 @@ def test_body_file_holds_the_dense_outputs(model, exported):
     # The graph pads with the exact mean, as model.predict does.
     expected = model(
         image_geometry.pad_with_mean(
-            image.astype("float32"), (64, 96), np, input_size=IMAGE_SIZE
+            image.astype("float32"), (64, 96), np, image_size=IMAGE_SIZE
         ),
         training=False,
     )
