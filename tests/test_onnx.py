@@ -207,7 +207,7 @@ def test_body_file_holds_the_dense_outputs(model, tmp_path):
     assert list(got) == list(export.BODY_OUTPUT_NAMES)
     # Keras on the image padded with the exact mean, as the graph pads it.
     padded = image_geometry.pad_with_mean(
-        image.astype("float32"), (64, 96), np, input_size=IMAGE_SIZE
+        image.astype("float32"), (64, 96), np, image_size=IMAGE_SIZE
     )
     dense = model(padded, training=False)
     for key, value in got.items():
