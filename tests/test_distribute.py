@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     import keras
-    from conftest import rectangle_batch, tiny_model
+    from helpers import rectangle_batch, tiny_model
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     images, targets = rectangle_batch(batch=4, size=64)
     dataset = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4).repeat()
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
 
 # The COCO reader through `distribute_datasets_from_function`: one input pipeline
 # per worker (one here), batches of the per-replica size. (That the pipelines of
-# several workers read disjoint shares is in tests/test_tfrecord.py.) Two images
+# several workers read disjoint shares is in tests/data/test_tfrecord.py.) Two images
 # per replica: TF 2.21's oneDNN Conv2DBackpropFilter crashes at batch 1 for the
 # tiny model's 8-channel 1x1 stride-2 convs (see README, Training notes).
 PER_REPLICA_SCRIPT = textwrap.dedent(
@@ -57,7 +57,7 @@ PER_REPLICA_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     import keras
-    from conftest import tiny_model
+    from helpers import tiny_model
     from keras_solov2.data import CocoDataset
     root = os.path.join("tests", "fixtures", "coco_mini")
     data = CocoDataset(
@@ -133,7 +133,7 @@ MULTI_WORKER_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
-    from conftest import tiny_model
+    from helpers import tiny_model
     from keras_solov2.data import read_tfrecord_metadata, read_tfrecords
     from keras_solov2.multi_worker import multi_worker_fit
     seen = []
@@ -229,7 +229,7 @@ SAME_UPDATE_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     import keras
-    from conftest import rectangle_batch, tiny_model
+    from helpers import rectangle_batch, tiny_model
     normalization = sys.argv[1]
     images, targets = rectangle_batch(batch=4, size=64)
     targets["labels"][3] = -1
@@ -311,7 +311,7 @@ MULTI_WORKER_UPDATE_SCRIPT = textwrap.dedent(
     if role == "worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
-    from conftest import rectangle_batch, tiny_model
+    from helpers import rectangle_batch, tiny_model
     from keras_solov2.multi_worker import multi_worker_fit
     images, targets = rectangle_batch(batch=4, size=64)
     targets["labels"][3] = -1
@@ -428,11 +428,11 @@ GROUPED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     import keras
-    from conftest import tiny_model
-    from test_coco_data import _with_portrait
+    from helpers import tiny_model
+    from coco_mini import with_portrait
     from keras_solov2.data import CocoDataset
     folder = Path(sys.argv[1])
-    path, _, _ = _with_portrait(folder)
+    path, _, _ = with_portrait(folder)
     data = CocoDataset(path, str(folder))
     # Batches of 4 (2 per replica): 6 images, one portrait, so the first
     # portrait batch closes in the fourth pass.
@@ -441,7 +441,7 @@ GROUPED_SCRIPT = textwrap.dedent(
                                  aspect_ratio_grouping=True)
     steps = 7
     shapes = [tuple(i.shape[1:3]) for i, _ in dataset.take(steps)]
-    # base_channels=16: see tests/test_aspect_ratio_grouping.py.
+    # base_channels=16: see tests/data/test_aspect_ratio_grouping.py.
     kwargs = dict(num_classes=data.num_classes, base_channels=16, norm_eval=True)
     keras.utils.set_random_seed(0)
     initial = tiny_model(**kwargs).get_weights()

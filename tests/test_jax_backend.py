@@ -3,7 +3,7 @@
 import textwrap
 
 import pytest
-from conftest import run_on_jax
+from helpers import run_on_jax
 
 SCRIPT = textwrap.dedent(
     """
@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
     import keras, numpy as np
     assert keras.backend.backend() == "jax"
-    from conftest import rectangle_batch, tiny_model
+    from helpers import rectangle_batch, tiny_model
     keras.utils.set_random_seed(0)
     model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
     images, targets = rectangle_batch(batch=2, size=64)
@@ -49,7 +49,7 @@ SIZES_SCRIPT = textwrap.dedent(
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
     import keras, numpy as np
     assert keras.backend.backend() == "jax"
-    from conftest import tiny_model
+    from helpers import tiny_model
     keras.utils.set_random_seed(0)
     model = tiny_model(test_scale=(96, 64), score_threshold=0.0, max_detections=5)
     conv = model.get_layer("conv_cls")  # random scores that pass the thresholds
@@ -90,11 +90,11 @@ GROUPED_SCRIPT = textwrap.dedent(
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
     import keras, numpy as np
     assert keras.backend.backend() == "jax"
-    from conftest import tiny_model
-    from test_coco_data import _with_portrait
+    from helpers import tiny_model
+    from coco_mini import with_portrait
     from keras_solov2.data import CocoDataset
     folder = Path(sys.argv[1])
-    path, _, _ = _with_portrait(folder)
+    path, _, _ = with_portrait(folder)
     data = CocoDataset(path, str(folder))
     ds = data.as_tf_dataset(batch_size=1, scales=[(256, 192)], max_instances=20,
                             training=False, aspect_ratio_grouping=True)

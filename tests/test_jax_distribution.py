@@ -8,7 +8,7 @@ import textwrap
 
 import keras
 import pytest
-from conftest import run_on_jax, tiny_model
+from helpers import run_on_jax, tiny_model
 
 from keras_solov2.distribution import largest_kernels_layout_map
 
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
     import json
     import jax, keras, numpy as np, tensorflow as tf
     from keras.src.backend.jax import trainer as jax_trainer
-    from conftest import rectangle_batch, tiny_model
+    from helpers import rectangle_batch, tiny_model
     from keras_solov2.distribution import largest_kernels_layout_map
 
     assert keras.backend.backend() == "jax"

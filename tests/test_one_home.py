@@ -5,7 +5,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import tiny_model
+from helpers import tiny_model
 from PIL import Image
 
 import keras_solov2

@@ -35,9 +35,8 @@ import venv
 import zipfile
 
 import pytest
-from conftest import detecting_model
+from helpers import detecting_model, require
 from pycocotools import mask as mask_util
-from test_web import require
 
 from keras_solov2.app import web
 

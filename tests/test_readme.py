@@ -47,7 +47,7 @@ SUBSTITUTIONS = [
         r"jit_compile=True",
         "jit_compile=False",
         "XLA takes minutes to compile a light R18 training step on 2 cores; "
-        "tests/test_solov2.py trains with jit_compile=True",
+        "tests/models/solov2/test_solov2.py trains with jit_compile=True",
     ),
 ]
 SUBSTITUTIONS += [
@@ -70,20 +70,21 @@ SUBSTITUTIONS += [
 NOT_RUN = {
     "examples/demo.py --steps 300": (
         "installs a fresh venv and trains for minutes; tests/test_demo.py runs "
-        "the demo, tests/test_workflow_cli.py runs predict and export"
+        "the demo, tests/app/test_workflow_cli.py runs predict and export"
     ),
     "export light_r18_coco": (
         "exports the official COCO weights, which need network; "
-        "tests/test_export.py and tests/test_onnx.py export tiny models"
+        "tests/export/test_export.py and tests/export/test_onnx.py export tiny models"
     ),
     "keras-solov2 web solov2.tflite": (
-        "serves until stopped; tests/test_web.py serves the page (slow)"
+        "serves until stopped; tests/app/test_web.py serves the page (slow)"
     ),
     'keras_solov2.export.onnx(model, "solov2_light.onnx"': (
-        "needs the official COCO weights (network); tests/test_onnx.py"
+        "needs the official COCO weights (network); tests/export/test_onnx.py"
     ),
     "import onnxruntime as ort": (
-        "needs an exported file and a photo; tests/test_onnx.py runs ONNX Runtime"
+        "needs an exported file and a photo; tests/export/test_onnx.py runs "
+        "ONNX Runtime"
     ),
     "tf.distribute.MirroredStrategy()": (
         "COCO 2017 on N GPUs; tests/test_distribute.py fits on 2 logical CPUs"
@@ -101,12 +102,12 @@ NOT_RUN = {
         "needs 8 devices; tests/test_jax_distribution.py shards on 2"
     ),
     "keras-solov2 convert solov2_r50": (
-        "needs an official checkpoint; tests/test_convert_and_presets.py converts "
-        "one written by the tests"
+        "needs an official checkpoint; tests/convert/test_convert_and_presets.py "
+        "converts one written by the tests"
     ),
     'from_mmdet("solov2.pth"': (
-        "needs an official checkpoint; tests/test_convert_and_presets.py converts "
-        "one written by the tests"
+        "needs an official checkpoint; tests/convert/test_convert_and_presets.py "
+        "converts one written by the tests"
     ),
 }
 # Blocks that the default suite skips for time, by a line they hold; the
@@ -114,18 +115,18 @@ NOT_RUN = {
 SLOW_ONLY = {
     "keras-solov2 train annotations.json": (
         "light R18 training, evaluation and export take minutes; "
-        "tests/test_workflow_cli.py runs the same commands on a tiny model"
+        "tests/app/test_workflow_cli.py runs the same commands on a tiny model"
     ),
     'export.tflite(model, "solov2.tflite"': (
-        "three exports of a light R18 take minutes; tests/test_export.py "
+        "three exports of a light R18 take minutes; tests/export/test_export.py "
         "exports tiny models in the default suite"
     ),
     "--format onnx": (
-        "the ONNX export of a light R18 takes about 30 s; tests/test_onnx.py "
+        "the ONNX export of a light R18 takes about 30 s; tests/export/test_onnx.py "
         "exports a tiny model in the default suite"
     ),
     "--quantization int8": (
-        "int8 calibration of a light R18 takes minutes; tests/test_export.py "
+        "int8 calibration of a light R18 takes minutes; tests/export/test_export.py "
         "runs int8 on a tiny model in the default suite"
     ),
 }

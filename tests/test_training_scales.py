@@ -7,7 +7,7 @@ the light models train at 768 x 512 down to 352 in steps of 32, the full
 
 import keras
 import pytest
-from conftest import tiny_model
+from helpers import tiny_model
 
 import keras_solov2
 from keras_solov2.training import train, training_scales

@@ -8,7 +8,7 @@ that rounds as `((r0 >> 4) * b0 >> 16) + ((r1 >> 4) * b1 >> 16) + 2 >> 2`.
 A float bilinear resize differs from it by one grey level on about 12% of
 the pixels, which is enough to reorder near-tied detections. This module
 reproduces it exactly (checked against OpenCV on upscales and downscales,
-see `tests/test_mmdet_parity.py`).
+see `tests/models/solov2/test_mmdet_parity.py`).
 """
 
 import numpy as np
