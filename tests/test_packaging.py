@@ -238,7 +238,9 @@ def serve_and_fetch(script, work, page, tflite):
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            out, _ = process.communicate(timeout=30)
+            # Generous: once it stopped 30 s late on this 2-core machine (the
+            # fresh venv's first run still compiling its imports).
+            out, _ = process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
