@@ -294,7 +294,7 @@ def save_ground_truth_grid(
     label_of = {
         int(c): i for i, c in enumerate(model.category_ids or sorted(coco.getCatIds()))
     }
-    images, drawn = [], []
+    images, drawn, skipped = [], [], []
     for info in coco.loadImgs(ids):
         if len(images) == 2 * count:
             break
@@ -303,6 +303,7 @@ def save_ground_truth_grid(
         except (FileNotFoundError, ImageError):
             if on_invalid != "skip":
                 raise
+            skipped.append(info["file_name"])
             continue
         anns = [
             a
@@ -331,4 +332,9 @@ def save_ground_truth_grid(
                 "scores": prediction["scores"][0, :n],
             },
         ]
+    if skipped:
+        print(
+            f"{path}: left out {len(skipped)} unreadable image(s): "
+            + ", ".join(skipped)
+        )
     save_prediction_grid(images, drawn, path, class_names=model.class_names, columns=2)

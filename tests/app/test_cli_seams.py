@@ -396,7 +396,9 @@ def test_a_failed_download_leaves_no_output_folder(data, tmp_path, capsys, monke
     assert not output.exists()
 
 
-def test_the_prediction_grid_passes_over_an_unreadable_image_when_told(data, tmp_path):
+def test_the_prediction_grid_passes_over_an_unreadable_image_when_told(
+    data, tmp_path, capsys
+):
     """train(on_invalid="skip") ends with this grid: it used to raise at the
     very end, after the model was trained and saved."""
     from PIL import Image
@@ -410,5 +412,6 @@ def test_the_prediction_grid_passes_over_an_unreadable_image_when_told(data, tmp
     with pytest.raises(ImageError, match=BAD):
         save_ground_truth_grid(model, annotations, images, png, count=4)
     save_ground_truth_grid(model, annotations, images, png, count=4, on_invalid="skip")
+    assert f"left out 1 unreadable image(s): {BAD}" in capsys.readouterr().out
     # Four readable images of 64x64, each twice (ground truth, predictions).
     assert Image.open(png).size[1] >= 4 * 64
