@@ -382,6 +382,7 @@ JAX_SCRIPT = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests", "models", "solov2"))
     import jax, keras, numpy as np
     assert keras.backend.backend() == "jax"
     import test_decoder as t

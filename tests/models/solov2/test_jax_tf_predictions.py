@@ -77,6 +77,7 @@ JAX_SCRIPT = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests", "models", "solov2"))
     import keras, numpy as np
     import keras_solov2
     from test_jax_tf_predictions import backend_outputs
