@@ -1,6 +1,7 @@
 """What the exported post-processing costs, and whether it runs on the GPU.
 
     python benchmarks/postprocessing.py speed [--models light_r18] [--runs 5]
+        [--caps 384/192 192/96 128/64]
     python benchmarks/postprocessing.py gpu [--models light_r18 r50]
     python benchmarks/postprocessing.py app [--runs 20]
     python benchmarks/postprocessing.py fp16 MODEL.keras ANNOTATIONS IMAGES
@@ -11,7 +12,10 @@ its body-only file in LiteRT's CPU interpreter (XNNPACK, `--threads`),
 timed in turn, medians of `--runs` runs after a warm-up; the
 post-processing share is `1 - body / end-to-end`. Random weights with
 `score_threshold=0` and `filter_threshold=0`: every slot is filled (the
-cost of the static graph does not depend on the weights).
+cost of the static graph does not depend on the weights). `--caps` lists
+`max_candidates/pre_nms_top_k` pairs to export and time, the decoder's
+defaults (384/192) if none: what each pair saves, against what it risks
+(`candidates_overflow`, docs/inference.md).
 
 `gpu`: each end-to-end file compiled with LiteRT's GPU accelerator alone
 (`HardwareAccelerator.GPU`; here Dawn on Mesa's software Vulkan, see
@@ -54,8 +58,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
-def export_pair(name, folder, seed):
-    """The model, its end-to-end and body-only files, and a random input."""
+def export_pair(name, folder, seed, caps=()):
+    """The model, its body-only file, an end-to-end file per caps pair
+    (the decoder's defaults if none), and a random input."""
     import keras_solov2
     from keras_solov2 import export
 
@@ -63,12 +68,20 @@ def export_pair(name, folder, seed):
         name, load_weights=False, score_threshold=0.0, filter_threshold=0.0
     )
     size = export.graphs.default_image_size(model)
-    paths = {}
-    for part, post in (("end_to_end", True), ("body", False)):
-        paths[part] = export.tflite(
+    caps = caps or [(model.max_candidates, model.pre_nms_top_k)]
+    paths = {
+        "body": export.tflite(
             model,
-            os.path.join(folder, f"{name}-{part}.tflite"),
-            include_postprocessing=post,
+            os.path.join(folder, f"{name}-body.tflite"),
+            include_postprocessing=False,
+            verbose=False,
+        )
+    }
+    for candidates, into_nms in caps:
+        model.max_candidates, model.pre_nms_top_k = candidates, into_nms
+        paths[(candidates, into_nms)] = export.tflite(
+            model,
+            os.path.join(folder, f"{name}-{candidates}-{into_nms}.tflite"),
             verbose=False,
         )
     image = np.random.default_rng(seed).integers(0, 256, (1, *size, 3))
@@ -108,27 +121,29 @@ def speed(args):
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            model, size, paths, image = export_pair(name, tmp, seed=1)
+            model, size, paths, image = export_pair(name, tmp, 1, args.caps)
             runners = {part: runner(p, args.threads) for part, p in paths.items()}
             times = {part: [] for part in runners}
-            for _ in range(args.runs):  # in turn, so that both see the same load
+            for _ in range(args.runs):  # in turn, so that all see the same load
                 for part, run in runners.items():
                     times[part].append(
                         median_seconds(lambda r=run, x=image: r(image=x), 1)
                     )
-        body, total = np.median(times["body"]), np.median(times["end_to_end"])
-        row = {
-            "model": name,
-            "input": f"{size[0]}x{size[1]}",
-            "max_candidates": model.max_candidates,
-            "pre_nms_top_k": model.pre_nms_top_k,
-            "body_s": body,
-            "end_to_end_s": total,
-            "postprocessing_ms": 1000 * (total - body),
-            "postprocessing_share": 1 - body / total,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        body = np.median(times.pop("body"))
+        for (candidates, into_nms), values in times.items():
+            total = np.median(values)
+            row = {
+                "model": name,
+                "input": f"{size[0]}x{size[1]}",
+                "max_candidates": candidates,
+                "pre_nms_top_k": into_nms,
+                "body_s": body,
+                "end_to_end_s": total,
+                "postprocessing_ms": 1000 * (total - body),
+                "postprocessing_share": 1 - body / total,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     lines = [
         f"CPU: {cpu_name()}, LiteRT interpreter (XNNPACK), {args.threads} threads, "
         f"medians of {args.runs} runs.",
@@ -153,13 +168,14 @@ def gpu(args):
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            _, size, paths, image = export_pair(name, tmp, seed=7)
+            model, size, paths, image = export_pair(name, tmp, seed=7)
+            end_to_end = paths[(model.max_candidates, model.pre_nms_top_k)]
             np.save(os.path.join(tmp, "input.npy"), image)
-            cpu = runner(paths["end_to_end"], args.threads)(image=image)
+            cpu = runner(end_to_end, args.threads)(image=image)
             for precision in ("fp32", "fp16"):
                 out = os.path.join(tmp, f"{precision}.npz")
                 got = compiled_outputs(
-                    paths["end_to_end"],
+                    end_to_end,
                     "gpu",
                     os.path.join(tmp, "input.npy"),
                     out,
@@ -334,6 +350,18 @@ def report(args, stem, rows, lines):
     print("\n".join(lines))
 
 
+def caps_pair(text):
+    try:
+        candidates, into_nms = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MAX_CANDIDATES/PRE_NMS_TOP_K such as 384/192, got {text!r}"
+        ) from None
+    if candidates < 1 or into_nms < 1:
+        raise argparse.ArgumentTypeError(f"caps must be positive, got {text!r}")
+    return candidates, into_nms
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("speed", "gpu", "app", "fp16"))
@@ -343,6 +371,14 @@ def main():
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--caps",
+        nargs="+",
+        type=caps_pair,
+        default=[],
+        metavar="C/N",
+        help="speed: max_candidates/pre_nms_top_k pairs (default: the decoder's)",
+    )
     parser.add_argument("--output", default="benchmark_output")
     args = parser.parse_args()
     if args.models is None:

@@ -125,8 +125,24 @@ def _export(args):
         raise ValueError("--opset applies to --format onnx only.")
     if args.opset is not None and args.opset not in OPSETS:
         raise ValueError(f"--opset must be one of {OPSETS}; got {args.opset}.")
+    caps = {
+        setting: value
+        for setting, value in (
+            ("max_candidates", args.max_candidates),
+            ("pre_nms_top_k", args.pre_nms_top_k),
+        )
+        if value is not None
+    }
+    for setting, value in caps.items():
+        if value < 1:
+            raise ValueError(
+                f"--{setting.replace('_', '-')} {value}: give a positive number "
+                "of candidates, e.g. 192."
+            )
     model = load_model(args.model)
     input_size = _check_size(flag, size, model.size_divisor)
+    for setting, value in caps.items():
+        setattr(model, setting, value)
     if args.format == "saved_model":
         export.saved_model(model, args.output)
         return

@@ -154,6 +154,8 @@ def write_metadata(
         "mask_threshold": model.mask_threshold,
         "score_threshold": model.score_threshold,
         "max_detections": model.max_detections,
+        "max_candidates": model.max_candidates,
+        "pre_nms_top_k": model.pre_nms_top_k,
         **(
             {
                 "input_mask_slots": graphs.input_mask_slots(
