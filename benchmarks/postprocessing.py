@@ -19,7 +19,7 @@ defaults (384/192) if none: what each pair saves, against what it risks
 
 `gpu`: each end-to-end file compiled with LiteRT's GPU accelerator alone
 (`HardwareAccelerator.GPU`; here Dawn on Mesa's software Vulkan, see
-tests/export/test_export.py), in float32 (`enforce_f32`) and float16: whether it is
+tests/export/test_export_gpu.py), in float32 (`enforce_f32`) and float16: whether it is
 fully accelerated, and its detections against the CPU interpreter's (same
 labels, largest score difference, smallest matched mask IoU). Timings on
 software Vulkan say nothing about a phone and are not reported.

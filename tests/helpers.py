@@ -51,7 +51,7 @@ def tiny_model(num_classes=3, test_scale=None, **kwargs):
     )
 
 
-# The export tests' model and image (test_export.py, test_onnx.py).
+# The export tests' model and image (test_export*.py, test_onnx.py).
 IMAGE_SIZE = (60, 90)  # not a multiple of 32: the graph pads to 64 x 96
 
 

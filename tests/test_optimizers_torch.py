@@ -16,7 +16,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from test_optimizers import (
+from sgd_reference import (
     assert_same_weights,
     displacement_error,
     keras_sgd_recipe,

@@ -77,7 +77,7 @@ NOT_RUN = {
         "tests/export/test_export.py and tests/export/test_onnx.py export tiny models"
     ),
     "keras-solov2 web solov2.tflite": (
-        "serves until stopped; tests/app/test_web.py serves the page (slow)"
+        "serves until stopped; tests/app/test_web_browser.py serves the page (slow)"
     ),
     'keras_solov2.export.onnx(model, "solov2_light.onnx"': (
         "needs the official COCO weights (network); tests/export/test_onnx.py"
@@ -93,9 +93,12 @@ NOT_RUN = {
         "switches the backend of a running process; tests/test_jax_*.py run "
         "JAX in subprocesses"
     ),
-    "export TF_CONFIG": "needs two machines; tests/test_distribute.py (slow)",
+    "export TF_CONFIG": (
+        "needs two machines; tests/test_distribute_multi_worker.py (slow)"
+    ),
     "strategy = tf.distribute.MultiWorkerMirroredStrategy()": (
-        "needs two machines and gs:// shards; tests/test_distribute.py (slow)"
+        "needs two machines and gs:// shards; "
+        "tests/test_distribute_multi_worker.py (slow)"
     ),
     "jax.distributed.initialize(coordinator_address": "needs two hosts",
     'DeviceMesh((4, 2), ("batch", "model")': (
@@ -126,7 +129,8 @@ SLOW_ONLY = {
         "exports a tiny model in the default suite"
     ),
     "--quantization int8": (
-        "int8 calibration of a light R18 takes minutes; tests/export/test_export.py "
+        "int8 calibration of a light R18 takes minutes; "
+        "tests/export/test_export_quantization.py "
         "runs int8 on a tiny model in the default suite"
     ),
 }

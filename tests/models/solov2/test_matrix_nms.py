@@ -3,82 +3,24 @@
 The expected values come from `tests/fixtures/matrix_nms_test.npz`, written by
 mmdet 3.3.0 itself (see `tests/fixtures/matrix_nms_test.json` for each case's
 arguments, and `../shared/reference/mmdet/README.md`, in the project's shared
-folder next to the repository, for how it was made).
+folder next to the repository, for how it was made). Under jit, in a
+functional model, in TFLite and on JAX: test_matrix_nms_compiled.py.
 """
-
-import json
-import pathlib
-import warnings
 
 import keras
 import numpy as np
 import pytest
-from helpers import FIXTURES, REPO, TESTS, run_on_jax
-from keras import ops
+from matrix_nms_cases import (
+    CASES,
+    DATA,
+    assert_matches,
+    expected_for,
+    inputs_for,
+    layer_for,
+    to_numpy,
+)
 
 from keras_solov2.models.solov2.matrix_nms import MatrixNMS
-
-DATA = np.load(FIXTURES / "matrix_nms_test.npz")
-CASES = json.loads((FIXTURES / "matrix_nms_test.json").read_text())
-SCORE_ATOL = 1e-5
-
-
-def layer_for(case, **overrides):
-    """A MatrixNMS configured like mmdet's `mask_matrix_nms(**kwargs)` call."""
-    kwargs = CASES[case]["kwargs"]
-    max_num = kwargs.get("max_num", -1)
-    config = dict(
-        kernel=kwargs.get("kernel", "gaussian"),
-        sigma=kwargs.get("sigma", 2.0),
-        filter_threshold=kwargs.get("filter_thr", -1),
-        pre_nms_top_k=kwargs.get("nms_pre", -1),
-        # mmdet's max_num=-1 keeps everything: one slot per input.
-        max_detections=max_num if max_num > 0 else CASES[case]["n_in"],
-    )
-    config.update(overrides)
-    return MatrixNMS(**config)
-
-
-def inputs_for(case):
-    """Batched (batch=1) inputs of a case: masks, labels, scores, mask_area."""
-    area = None
-    if CASES[case]["mask_area_given"]:
-        area = DATA[f"{case}__in_mask_area"][None]
-    return (
-        DATA[f"{case}__in_masks"][None],
-        DATA[f"{case}__in_labels"][None],
-        DATA[f"{case}__in_scores"][None],
-        area,
-    )
-
-
-def expected_for(case):
-    return (
-        DATA[f"{case}__out_keep_inds"],
-        DATA[f"{case}__out_labels"],
-        DATA[f"{case}__out_scores"],
-    )
-
-
-def to_numpy(outputs):
-    return {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
-
-
-def assert_matches(out, case, row=0, index_map=None):
-    """Checks one batch row of the layer output against mmdet's result."""
-    keep, labels, scores = expected_for(case)
-    n = len(keep)
-    assert int(out["num_detections"][row]) == n
-    indices = out["indices"][row]
-    if index_map is not None:
-        indices = np.where(indices >= 0, index_map[indices], -1)
-    np.testing.assert_array_equal(indices[:n], keep)
-    np.testing.assert_array_equal(out["labels"][row, :n], labels)
-    np.testing.assert_allclose(out["scores"][row, :n], scores, rtol=0, atol=SCORE_ATOL)
-    # Every slot after the detections is padding.
-    assert np.all(indices[n:] == -1)
-    assert np.all(out["labels"][row, n:] == -1)
-    assert np.all(out["scores"][row, n:] == 0)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -247,68 +189,6 @@ def test_degenerate_masks_give_finite_scores():
     assert out["scores"][0, position] == pytest.approx(0.6)
 
 
-def test_jit_compile_with_dynamic_batch():
-    tf = pytest.importorskip("tensorflow")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("tf.function needs the TensorFlow backend")
-    case = "gauss_solov2cfg"
-    masks, labels, scores, area = inputs_for(case)
-    layer = layer_for(case)
-    n = masks.shape[1]
-
-    @tf.function(
-        jit_compile=True,
-        input_signature=[
-            tf.TensorSpec((None, n) + masks.shape[2:], tf.bool),
-            tf.TensorSpec((None, n), tf.int64),
-            tf.TensorSpec((None, n), tf.float32),
-            tf.TensorSpec((None, n), tf.float32),
-        ],
-    )
-    def run(m, lab, s, a):
-        return layer(m, lab, s, mask_area=a)
-
-    def repeat(x):
-        return np.repeat(x, 3, axis=0)
-
-    out = to_numpy(run(repeat(masks), repeat(labels), repeat(scores), repeat(area)))
-    for row in range(3):
-        assert_matches(out, case, row=row)
-
-
-def test_empty_input_under_jit():
-    tf = pytest.importorskip("tensorflow")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("tf.function needs the TensorFlow backend")
-    masks, labels, scores, _ = inputs_for("empty")
-    layer = MatrixNMS(max_detections=5)
-    out = to_numpy(tf.function(layer, jit_compile=True)(masks, labels, scores))
-    np.testing.assert_array_equal(out["num_detections"], [0])
-    np.testing.assert_array_equal(out["indices"], np.full((1, 5), -1))
-
-
-def test_functional_model_output_shapes():
-    masks = keras.Input((30, 8, 8), dtype="bool")
-    labels = keras.Input((30,), dtype="int32")
-    scores = keras.Input((30,), dtype="float32")
-    out = MatrixNMS(max_detections=7)(masks, labels, scores)
-    assert out["scores"].shape == (None, 7)
-    assert out["labels"].shape == (None, 7)
-    assert out["indices"].shape == (None, 7)
-    assert out["num_detections"].shape == (None,)
-    model = keras.Model([masks, labels, scores], out)
-    rng = np.random.default_rng(0)
-    result = model.predict(
-        [
-            rng.random((2, 30, 8, 8)) > 0.5,
-            rng.integers(0, 3, (2, 30)),
-            rng.random((2, 30)),
-        ],
-        verbose=0,
-    )
-    assert result["indices"].shape == (2, 7)
-
-
 def test_get_config_round_trip():
     layer = MatrixNMS(
         kernel="linear",
@@ -347,80 +227,3 @@ def test_get_config_round_trip():
 def test_invalid_kernel():
     with pytest.raises(ValueError, match="kernel"):
         MatrixNMS(kernel="hard")
-
-
-@pytest.mark.tflite
-def test_tflite_builtins_only(tmp_path):
-    """keras.export -> SavedModel -> TFLite with builtin ops only, then run."""
-    tf = pytest.importorskip("tensorflow")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("SavedModel export needs the TensorFlow backend")
-    case = "gauss_solov2cfg"
-    masks, labels, scores, area = inputs_for(case)
-    layer = layer_for(case)
-    layer(masks, labels, scores, mask_area=area)  # build
-    archive = keras.export.ExportArchive()
-    archive.track(layer)
-    archive.add_endpoint(
-        "serve",
-        lambda masks, labels, scores, area: layer(masks, labels, scores, area),
-        input_signature=[
-            keras.InputSpec(shape=masks.shape, dtype="bool"),
-            keras.InputSpec(shape=labels.shape, dtype="int32"),
-            keras.InputSpec(shape=scores.shape, dtype="float32"),
-            keras.InputSpec(shape=area.shape, dtype="float32"),
-        ],
-    )
-    archive.write_out(str(tmp_path / "saved_model"), verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        str(tmp_path / "saved_model"), signature_keys=["serve"]
-    )
-    # Builtins only: a Flex op would make the conversion fail.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    tflite_model = converter.convert()
-    try:
-        from ai_edge_litert import interpreter as litert
-    except ImportError:
-        litert = tf.lite
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter is deprecated
-        interpreter = litert.Interpreter(model_content=tflite_model)
-    ops_used = {op["op_name"] for op in interpreter._get_ops_details()}
-    assert not any(name.startswith("Flex") for name in ops_used), ops_used
-    out = interpreter.get_signature_runner("serve")(
-        masks=masks,
-        labels=labels.astype("int32"),
-        scores=scores,
-        area=area,
-    )
-    assert_matches({k: np.asarray(v) for k, v in out.items()}, case)
-
-
-JAX_SCRIPT = """
-import sys
-import numpy as np
-import jax
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[2])
-sys.path.insert(0, sys.argv[3])
-import test_matrix_nms as t
-for case in sorted(t.CASES):
-    masks, labels, scores, area = t.inputs_for(case)
-    layer = t.layer_for(case)
-    fn = jax.jit(lambda m, lab, s, a: layer(m, lab, s, mask_area=a))
-    t.assert_matches(t.to_numpy(fn(masks, labels, scores, area)), case)
-    print("ok", case)
-"""
-
-
-@pytest.mark.jax
-def test_jax_backend_under_jit():
-    """The fixture cases on the JAX backend, inside `jax.jit` (subprocess)."""
-    out = run_on_jax(
-        JAX_SCRIPT,
-        str(REPO),
-        str(pathlib.Path(__file__).parent),
-        str(TESTS),
-        timeout=300,
-    )
-    assert out.count("ok ") == len(CASES)
