@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-import tflite_files  # skips this file without ai-edge-litert
+import tflite_files  # noqa: F401  (skips this file without ai-edge-litert)
 from detection_match import match_detections
 from helpers import IMAGE_SIZE, keras_features, run_interpreter, sample_image
 from tflite_files import litert, ops_and_ranks
@@ -24,8 +24,6 @@ from keras_solov2 import export
 from keras_solov2.utils import image_geometry
 
 pytestmark = pytest.mark.tflite
-# The module-scoped fixtures of tflite_files.py: one per test file.
-model, exported = tflite_files.model, tflite_files.exported
 
 
 def test_float32_tflite_gives_the_same_detections_as_keras(model, exported):

@@ -8,15 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-import tflite_files  # skips this file without ai-edge-litert
+import tflite_files  # noqa: F401  (skips this file without ai-edge-litert)
 from detection_match import match_detections
 from helpers import REPO
 
 from keras_solov2 import export
 
 pytestmark = pytest.mark.tflite
-# The module-scoped fixture of tflite_files.py: one model per test file.
-model = tflite_files.model
 
 
 # ------------------------------------------------ the CLI and the example

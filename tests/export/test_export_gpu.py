@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-import tflite_files  # skips this file without ai-edge-litert
+import tflite_files  # noqa: F401  (skips this file without ai-edge-litert)
 from detection_match import match_detections
 from helpers import TESTS, run_interpreter, sample_image
 
@@ -20,8 +20,6 @@ import keras_solov2
 from keras_solov2 import export
 
 pytestmark = pytest.mark.tflite
-# The module-scoped fixtures of tflite_files.py: one per test file.
-model, exported = tflite_files.model, tflite_files.exported
 
 
 # ------------------------------------------------- LiteRT's GPU accelerator

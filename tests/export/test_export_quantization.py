@@ -3,7 +3,7 @@ calibration images of int8."""
 
 import numpy as np
 import pytest
-import tflite_files  # skips this file without ai-edge-litert
+import tflite_files  # noqa: F401  (skips this file without ai-edge-litert)
 from detection_match import match_detections
 from helpers import IMAGE_SIZE, keras_features, run_interpreter, sample_image
 from tflite_files import ops_and_ranks
@@ -11,8 +11,6 @@ from tflite_files import ops_and_ranks
 from keras_solov2 import export
 
 pytestmark = pytest.mark.tflite
-# The module-scoped fixture of tflite_files.py: one model per test file.
-model = tflite_files.model
 
 
 @pytest.mark.parametrize(
