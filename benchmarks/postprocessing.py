@@ -287,7 +287,7 @@ def fp16(args):
         path = export.tflite(
             model, os.path.join(tmp, "m.tflite"), input_size=images[0].shape[:2]
         )
-        size = export.LiteRTPredictor(path).image_size
+        size = export.LiteRTPredictor(path).input_size
         canvases = np.stack([export.letterbox(i, size)[0][None] for i in images])
         np.save(os.path.join(tmp, "canvases.npy"), canvases)
         for accelerator, precision in (

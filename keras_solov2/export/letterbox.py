@@ -9,8 +9,8 @@ from keras_solov2.utils import image_geometry
 PAD_VALUE = tuple(int(round(v)) for v in image_geometry.PIXEL_MEAN)
 
 
-def letterbox(image, image_size):
-    """Fits an RGB image into `image_size`, keeping its aspect ratio.
+def letterbox(image, input_size):
+    """Fits an RGB image into `input_size`, keeping its aspect ratio.
 
     The image is resized (bilinear, antialiased when shrinking) by the
     largest factor that fits `(height, width)`, placed at the top left and
@@ -21,7 +21,7 @@ def letterbox(image, image_size):
 
     Args:
         image: uint8 `(h, w, 3)` array (0..255 RGB).
-        image_size: `(height, width)` of the exported model's input.
+        input_size: `(height, width)` of the exported model's input.
 
     Returns:
         `(canvas, scale, resized_size)`: uint8 `(height, width, 3)`, the
@@ -32,7 +32,7 @@ def letterbox(image, image_size):
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"letterbox takes one (h, w, 3) RGB image; got {image.shape}.")
-    height, width = image_size
+    height, width = input_size
     h, w = image.shape[:2]
     scale = image_geometry.fit_factor(h, w, height, width)
     new_h = min(height, max(1, int(image_geometry.scaled_length(h, scale))))

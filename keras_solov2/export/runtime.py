@@ -1,6 +1,7 @@
 """Running an exported `.tflite` from Python with `model.predict`'s contract."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -42,9 +43,20 @@ class LiteRTPredictor:
         self.path = str(path)
         self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner("serving_default")
-        self.image_size = tuple(self.metadata["input"]["shape"][1:3])
+        self.input_size = tuple(self.metadata["input"]["shape"][1:3])
         self.category_ids = self.metadata.get("category_ids")
         self.class_names = self.metadata.get("class_names")
+
+    @property
+    def image_size(self):
+        """The deprecated name of `input_size` (removed in the next release)."""
+        warnings.warn(
+            "LiteRTPredictor.image_size is deprecated and will be removed in "
+            "the next release; it is LiteRTPredictor.input_size now.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.input_size
 
     def run(self, canvas):
         """The raw outputs for one uint8 `(H, W, 3)` canvas of the input size."""
@@ -60,7 +72,7 @@ class LiteRTPredictor:
             images = images[None]
         per_image = []
         for image in images:
-            canvas, scale, resized = letterbox(image, self.image_size)
+            canvas, scale, resized = letterbox(image, self.input_size)
             out = self.run(canvas)
             masks, boxes = paste_masks(
                 out["masks"],
@@ -86,5 +98,5 @@ class LiteRTPredictor:
     def __repr__(self):
         return (
             f"LiteRTPredictor({os.path.basename(self.path)!r}, input "
-            f"{self.image_size}, quantization {self.metadata.get('quantization')})"
+            f"{self.input_size}, quantization {self.metadata.get('quantization')})"
         )

@@ -245,6 +245,9 @@ def test_litert_predictor_follows_predicts_contract_and_evaluates(
     from keras_solov2.evaluation import evaluate
 
     predictor = export.LiteRTPredictor(exported["end_to_end"])
+    assert predictor.input_size == IMAGE_SIZE
+    with pytest.warns(DeprecationWarning, match="it is LiteRTPredictor.input_size"):
+        assert predictor.image_size == IMAGE_SIZE  # its old name, for one release
     image = sample_image()
     got = predictor.predict(image)
     expected = model.predict(image, verbose=0)
