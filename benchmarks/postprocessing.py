@@ -2,7 +2,7 @@
 
     python benchmarks/postprocessing.py speed [--models light_r18] [--runs 5]
         [--caps 384/192 192/96 128/64]
-    python benchmarks/postprocessing.py gpu [--models light_r18 r50]
+    python benchmarks/postprocessing.py gpu [--models light_r18 r50] [--caps 128/64]
     python benchmarks/postprocessing.py app [--runs 20]
     python benchmarks/postprocessing.py fp16 MODEL.keras ANNOTATIONS IMAGES
 
@@ -22,7 +22,8 @@ defaults (384/192) if none: what each pair saves, against what it risks
 tests/export/test_export_gpu.py), in float32 (`enforce_f32`) and float16: whether it is
 fully accelerated, and its detections against the CPU interpreter's (same
 labels, largest score difference, smallest matched mask IoU). Timings on
-software Vulkan say nothing about a phone and are not reported.
+software Vulkan say nothing about a phone and are not reported. `--caps`
+as for `speed`.
 
 `app`: the app's own work after the call, `read_detections` in
 examples/tflite_predict.py, for 10 kept detections of a 480x640 frame
@@ -168,48 +169,54 @@ def gpu(args):
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            model, size, paths, image = export_pair(name, tmp, seed=7)
-            end_to_end = paths[(model.max_candidates, model.pre_nms_top_k)]
+            _, size, paths, image = export_pair(name, tmp, 7, args.caps)
             np.save(os.path.join(tmp, "input.npy"), image)
-            cpu = runner(end_to_end, args.threads)(image=image)
-            for precision in ("fp32", "fp16"):
-                out = os.path.join(tmp, f"{precision}.npz")
-                got = compiled_outputs(
-                    end_to_end,
-                    "gpu",
-                    os.path.join(tmp, "input.npy"),
-                    out,
-                    precision,
-                )
-                match = match_detections(cpu, got)
-                n = int(cpu["num_detections"][0])
-                row = {
-                    "model": name,
-                    "input": f"{size[0]}x{size[1]}",
-                    "precision": precision,
-                    "fully_accelerated": bool(got["fully_accelerated"]),
-                    "detections_cpu": n,
-                    "detections_gpu": int(got["num_detections"][0]),
-                    "same_labels": bool(np.array_equal(got["labels"], cpu["labels"])),
-                    "max_score_diff": float(
-                        np.abs(got["scores"] - cpu["scores"]).max()
-                    ),
-                    "min_iou": float(match["ious"].min()),
-                    "median_iou": float(np.median(match["ious"])),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            for caps, end_to_end in paths.items():
+                if caps == "body":
+                    continue
+                cpu = runner(end_to_end, args.threads)(image=image)
+                for precision in ("fp32", "fp16"):
+                    out = os.path.join(tmp, f"{precision}.npz")
+                    got = compiled_outputs(
+                        end_to_end,
+                        "gpu",
+                        os.path.join(tmp, "input.npy"),
+                        out,
+                        precision,
+                    )
+                    match = match_detections(cpu, got)
+                    n = int(cpu["num_detections"][0])
+                    row = {
+                        "model": name,
+                        "caps": "/".join(map(str, caps)),
+                        "input": f"{size[0]}x{size[1]}",
+                        "precision": precision,
+                        "fully_accelerated": bool(got["fully_accelerated"]),
+                        "detections_cpu": n,
+                        "detections_gpu": int(got["num_detections"][0]),
+                        "same_labels": bool(
+                            np.array_equal(got["labels"], cpu["labels"])
+                        ),
+                        "max_score_diff": float(
+                            np.abs(got["scores"] - cpu["scores"]).max()
+                        ),
+                        "min_iou": float(match["ious"].min()),
+                        "median_iou": float(np.median(match["ious"])),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     lines = [
         "LiteRT's GPU accelerator alone (WebGPU on Mesa's lavapipe), against the "
         "CPU interpreter; random weights, every slot filled.",
         "",
-        "| model | input | GPU precision | fully accelerated | detections (CPU / GPU) "
-        "| same labels | max score diff | matched mask IoU (min / median) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | caps | GPU precision | fully accelerated | "
+        "detections (CPU / GPU) | same labels | max score diff | "
+        "matched mask IoU (min / median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['input']} | {r['precision']} | "
+            f"| {r['model']} | {r['input']} | {r['caps']} | {r['precision']} | "
             f"{r['fully_accelerated']} | {r['detections_cpu']} / {r['detections_gpu']} "
             f"| {r['same_labels']} | {r['max_score_diff']:.1e} | "
             f"{r['min_iou']:.4f} / {r['median_iou']:.4f} |"
@@ -377,7 +384,7 @@ def main():
         type=caps_pair,
         default=[],
         metavar="C/N",
-        help="speed: max_candidates/pre_nms_top_k pairs (default: the decoder's)",
+        help="speed, gpu: max_candidates/pre_nms_top_k pairs (default: the decoder's)",
     )
     parser.add_argument("--output", default="benchmark_output")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tflite_files  # noqa: F401  (skips this file without ai-edge-litert)
 from detection_match import match_detections
-from helpers import TESTS, run_interpreter, sample_image
+from helpers import IMAGE_SIZE, TESTS, run_interpreter, sample_image
 
 import keras_solov2
 from keras_solov2 import export
@@ -220,3 +220,24 @@ def test_light_r18_export_matches_keras_and_runs_on_the_gpu(tmp_path):
     for key in export.BODY_OUTPUT_NAMES:
         error = np.abs(gpu[key] - cpu[key]).mean() / cpu[key].std()
         assert error < 0.02, (key, error)
+
+
+def test_caps_below_the_output_slots_stay_on_the_gpu(model, tmp_path):
+    """`pre_nms_top_k` below `max_detections` (export --pre-nms-top-k 64 of
+    a 100-slot model) pads the output slots: on the GPU alone too (as PAD
+    and PADV2, that padding left the GPU)."""
+    need_gpu_accelerator()
+    path = str(tmp_path / "caps.tflite")
+    settings = model.max_candidates, model.pre_nms_top_k
+    model.max_candidates, model.pre_nms_top_k = 48, 24  # 100 slots
+    try:
+        export.tflite(model, path, input_size=IMAGE_SIZE, verbose=False)
+    finally:
+        model.max_candidates, model.pre_nms_top_k = settings
+    image = sample_image()
+    cpu = run_interpreter(path, image)
+    assert int(cpu["num_detections"][0]) <= 24 < model.max_detections
+    assert (cpu["labels"][0, 24:] == -1).all() and (cpu["scores"][0, 24:] == 0).all()
+    gpu = run_compiled(path, "gpu", image, tmp_path, "fp32")
+    assert bool(gpu.pop("fully_accelerated")), "some ops left the GPU"
+    assert_same_detections(gpu, cpu, score_atol=1e-3)

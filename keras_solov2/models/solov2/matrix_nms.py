@@ -153,13 +153,23 @@ def top_k(x, k):
 
 
 def _pad_axis1(x, size, value):
-    """Pads axis 1 of `x` at the end up to the static length `size`."""
+    """Pads axis 1 of `x` at the end up to the static length `size`.
+
+    As a concatenation with a tiled block of `value`, not `PAD`: LiteRT's
+    GPU accelerator refuses a 2-D `PAD` and the `PADV2` of a constant, which
+    the output slots need when `max_detections` exceeds the candidates into
+    Matrix NMS (`pre_nms_top_k` 64, say).
+    """
     extra = size - x.shape[1]
     if extra <= 0:
         return x
-    paddings = [(0, 0)] * len(x.shape)
-    paddings[1] = (0, extra)
-    return ops.pad(x, paddings, constant_values=value)
+    if x.shape[1] == 0:  # an empty input: nothing to build the block from
+        paddings = [(0, 0)] * len(x.shape)
+        paddings[1] = (0, extra)
+        return ops.pad(x, paddings, constant_values=value)
+    block = x[:, :1] * 0 + ops.cast(value, x.dtype)
+    block = ops.tile(block, [1, extra] + [1] * (len(x.shape) - 2))
+    return ops.concatenate([x, block], axis=1)
 
 
 @keras.saving.register_keras_serializable(package="keras_solov2")
