@@ -78,15 +78,52 @@ def test_dense_body_runs_entirely_on_the_gpu_accelerator(exported, tmp_path):
         np.testing.assert_allclose(gpu32[key], cpu[key], atol=1e-3)
 
 
+def tie_order(got, cpu, score_atol):
+    """For each of `got`'s slots, the `cpu` slot of the same detection.
+
+    The same slot, or one of the same label whose score is within
+    `score_atol`: random weights near-tie their scores, and the GPU's sums
+    round differently, so such neighbours may come in either order. At the
+    end of the list a near-tie may keep another candidate instead: `None`
+    for such a slot (its score within `score_atol` of the CPU's lowest).
+    """
+    labels, scores = got["labels"][0], got["scores"][0]
+    cpu_labels, cpu_scores = cpu["labels"][0], cpu["scores"][0]
+    lowest = cpu_scores[int(cpu["num_detections"][0]) - 1]
+    free = np.ones(len(cpu_labels), bool)
+    order = []
+    for k in range(int(got["num_detections"][0])):
+        same = free & (cpu_labels == labels[k])
+        same &= np.abs(cpu_scores - scores[k]) <= score_atol
+        if not same.any():
+            assert scores[k] <= lowest + score_atol, (
+                f"slot {k}: label {labels[k]}, score {scores[k]}, no tied CPU slot"
+            )
+            order.append(None)
+            continue
+        j = k if same[k] else int(np.flatnonzero(same)[0])
+        free[j] = False
+        order.append(j)
+    return order
+
+
 def assert_same_detections(got, cpu, score_atol):
     n = int(cpu["num_detections"][0])
     assert int(got["num_detections"][0]) == n > 0
-    np.testing.assert_array_equal(got["labels"], cpu["labels"])
     np.testing.assert_allclose(got["scores"], cpu["scores"], atol=score_atol)
+    order = tie_order(got, cpu, score_atol)
+    # Tied neighbours aside, the same labels in the same slots.
+    assert sum(j != k for k, j in enumerate(order)) <= 0.1 * n, order
     match = match_detections(cpu, got)
-    assert match["ious"].min() >= 0.99, match
+    clear = cpu["scores"][0, :n] > cpu["scores"][0, n - 1] + score_atol
+    assert match["ious"][clear].min() >= 0.99, match
     # Pixels at the threshold may flip with the GPU's arithmetic.
-    assert (got["input_masks"] != cpu["input_masks"]).mean() <= 1e-3
+    slots = got["input_masks"].shape[1]
+    pairs = [(k, j) for k, j in enumerate(order[:slots]) if j is not None and j < slots]
+    flipped = [
+        (got["input_masks"][0, k] != cpu["input_masks"][0, j]).mean() for k, j in pairs
+    ]
+    assert len(pairs) >= min(slots, n) - 1 and np.mean(flipped) <= 1e-3, flipped
 
 
 def test_end_to_end_file_runs_entirely_on_the_gpu_accelerator(exported, tmp_path):
