@@ -59,9 +59,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
-def export_pair(name, folder, seed, caps=()):
-    """The model, its body-only file, an end-to-end file per caps pair
-    (the decoder's defaults if none), and a random input."""
+def export_pair(name, folder, seed, caps=(), body=True):
+    """The model, its body-only file (if `body`), an end-to-end file per
+    caps pair (the decoder's defaults if none), and a random input."""
     import keras_solov2
     from keras_solov2 import export
 
@@ -70,14 +70,14 @@ def export_pair(name, folder, seed, caps=()):
     )
     size = export.graphs.default_image_size(model)
     caps = caps or [(model.max_candidates, model.pre_nms_top_k)]
-    paths = {
-        "body": export.tflite(
+    paths = {}
+    if body:
+        paths["body"] = export.tflite(
             model,
             os.path.join(folder, f"{name}-body.tflite"),
             include_postprocessing=False,
             verbose=False,
         )
-    }
     for candidates, into_nms in caps:
         model.max_candidates, model.pre_nms_top_k = candidates, into_nms
         paths[(candidates, into_nms)] = export.tflite(
@@ -169,11 +169,9 @@ def gpu(args):
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            _, size, paths, image = export_pair(name, tmp, 7, args.caps)
+            _, size, paths, image = export_pair(name, tmp, 7, args.caps, body=False)
             np.save(os.path.join(tmp, "input.npy"), image)
             for caps, end_to_end in paths.items():
-                if caps == "body":
-                    continue
                 cpu = runner(end_to_end, args.threads)(image=image)
                 for precision in ("fp32", "fp16"):
                     out = os.path.join(tmp, f"{precision}.npz")

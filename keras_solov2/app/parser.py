@@ -148,15 +148,15 @@ def build_parser():
         help="folder of images from your data, for --quantization int8",
     )
     exporter.add_argument("--num-calibration-images", type=int, default=32)
-    for flag, setting, default in (
-        ("--max-candidates", "candidates whose masks are computed", 384),
-        ("--pre-nms-top-k", "candidates into Matrix NMS", 192),
+    for flag, setting in (
+        ("--max-candidates", "candidates whose masks are computed"),
+        ("--pre-nms-top-k", "candidates into Matrix NMS"),
     ):
         exporter.add_argument(
             flag,
             type=int,
             metavar="N",
-            help=f"{setting} (default: the model's, {default}); lower caps cost "
+            help=f"{setting} (default: the model's setting); lower caps cost "
             "less and report candidates_overflow when they could have changed "
             "a result (docs/inference.md)",
         )
