@@ -114,7 +114,7 @@ NOT_RUN = {
     ),
 }
 # Blocks that the default suite skips for time, by a line they hold; the
-# slow test (`make test-slow`) runs every block, these included.
+# slow test (`make test-slow`) runs every block of the pages that hold them.
 SLOW_ONLY = {
     "keras-solov2 train annotations.json": (
         "light R18 training, evaluation and export take minutes; "
@@ -252,12 +252,24 @@ def test_readme_examples_run_all_of_them(tmp_path, monkeypatch):
     run_readme(tmp_path, monkeypatch, include_slow=True)
 
 
+def pages_with_slow_blocks():
+    """The pages that hold a `SLOW_ONLY` block."""
+    return [
+        page
+        for page in pages()
+        if any(marker in code for _, code in page_blocks(page) for marker in SLOW_ONLY)
+    ]
+
+
 def run_readme(tmp_path, monkeypatch, include_slow):
+    """Every page's blocks but the slow ones (`include_slow=False`), or every
+    block of the pages that hold a slow one (a page's blocks share one
+    namespace): the two runs together run every block."""
     data = make_data_folder(str(tmp_path))
     assert any(i["height"] > i["width"] for i in data["images"])  # portraits
     monkeypatch.chdir(tmp_path)
-    ran, commands = 0, 0
-    for page in pages():
+    ran, commands, slow_markers = 0, 0, set()
+    for page in pages_with_slow_blocks() if include_slow else pages():
         namespace = {"__name__": "docs"}  # one namespace per page
         for number, (language, block) in enumerate(page_blocks(page)):
             where = f"{page} {language} block {number}"
@@ -265,6 +277,7 @@ def run_readme(tmp_path, monkeypatch, include_slow):
             if code is None:
                 print(f"{where} not run: {reason}")
                 continue
+            slow_markers.update(m for m in SLOW_ONLY if m in block)
             start = time.perf_counter()
             try:
                 if language == "bash":
@@ -275,7 +288,10 @@ def run_readme(tmp_path, monkeypatch, include_slow):
                 raise AssertionError(f"{where} failed:\n{code}") from error
             print(f"{where} ran in {time.perf_counter() - start:.1f} s")
             ran += 1
-    assert ran >= 8 and commands >= 1
+    if include_slow:
+        assert slow_markers == set(SLOW_ONLY) and commands >= 1
+    else:
+        assert not slow_markers and ran >= 8 and commands >= 1
 
 
 def test_readme_is_a_front_door():
