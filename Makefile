@@ -17,16 +17,23 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# pytest-xdist workers, one a core of the 2-core CI machine; each test file
+# runs whole in one worker (`--dist loadfile`), so its module fixtures are
+# made once. `make test TEST_WORKERS=0` runs in this process, one at a time.
+# The slowest tests are listed at the end (`--durations`).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+
 # The two selections are complementary: together they run every test.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not parity and not jax"
+	$(PYTEST) -m "not slow and not parity and not jax"
 
 # Exit code 5 (nothing selected) is fine here: the marked set may be empty.
 test-slow: $(STAMP)
-	$(PY) -m pytest -m "slow or parity or jax" || [ $$? -eq 5 ]
+	$(PYTEST) -m "slow or parity or jax" || [ $$? -eq 5 ]
 
 test-all: $(STAMP)
-	$(PY) -m pytest
+	$(PYTEST)
 
 # The in-browser page (web/, LiteRT.js) into keras_solov2/app/web_page/, package
 # data that `keras-solov2 web` serves; needs Node.js and npm. Its tests skip
