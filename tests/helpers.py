@@ -12,6 +12,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -59,8 +60,6 @@ def detecting_model():
     """A tiny SOLOv2 whose random category branch scores many cells > 0.1.
 
     Seeded: the same model whichever tests ran before in the process."""
-    import keras
-
     keras.utils.set_random_seed(2)
     model = tiny_model()
     conv = model.get_layer("conv_cls")

@@ -89,10 +89,9 @@ def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
     # Boxes of the stride-4 masks: each holds Keras's exact box, within a
     # stride (a pixel set after the upsampling has a cell above the
     # threshold), and most are within a stride of it, except where a random
-    # mask has isolated cells that the upsampling loses (5% of the sides of
-    # one seed's model). Each detection against Keras's of the same label
-    # and nearest score (after other sizes, Keras's relaxed trace may swap
-    # near-tied slots).
+    # mask has isolated cells that the upsampling loses. Each detection
+    # against Keras's of the same label and nearest score (after other
+    # sizes, Keras's relaxed trace may swap near-tied slots).
     boxes = np.asarray([d["box"] for d in detections])
     same = (
         np.asarray([d["label"] for d in detections])[:, None]
@@ -104,7 +103,7 @@ def test_cli_export_and_the_desktop_example_agree_with_keras(model, tmp_path):
     assert np.all(boxes[:, :2] <= exact[:, :2] + 4.5), (boxes, exact)
     assert np.all(boxes[:, 2:] >= exact[:, 2:] - 4.5), (boxes, exact)
     close = np.abs(boxes - exact) <= 4.5
-    assert close.mean() >= 0.9, close.mean()
+    assert close.mean() >= 0.95, close.mean()
 
 
 def test_cli_export_refuses_unknown_models_and_misplaced_options(tmp_path, capsys):
