@@ -53,6 +53,11 @@ reads the outputs of its compiled predict function without a copy.
 | after | predict_step | 1,294 / 1,295 | 14.6 / 10.5 |
 | after | features (stride-4 + `paste_masks`) | 1,452 / 1,486 | 15.1 / 11.2 |
 
+Since 2026-12-06 TensorFlow's graph resizes two pieces of two masks at once
+(the same four masks' scratch memory): on a 2-core AMD EPYC, `--runs 2`,
+`predict` 1,536 -> 1,522 MiB and 10.0 -> 7.2 s for the 2nd call,
+`predict_step` 1,605 -> 1,524 MiB and 10.0 -> 7.2 s.
+
 JAX 0.10.2 (`--backend jax`, one process each): `predict` 2,337 / 2,337 MiB
 when `SOLOv2.predict` went through Keras' JAX `predict_on_batch` (which copies
 the outputs with `np.array`), 1,671 / 1,672 MiB since it runs its own jitted

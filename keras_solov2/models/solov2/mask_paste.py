@@ -15,9 +15,13 @@ from keras_solov2.layers.live_settings import number, positive_int
 from keras_solov2.layers.spatial import resize
 from keras_solov2.utils import image_geometry
 
-# Detections resized to the original size at a time. Each needs about
-# 4 * H * W bytes of scratch memory (50 MB for a 12 MP photo).
-PASTE_CHUNK_SIZE = 4
+# Detections resized to the original size at a time (a piece). Each needs
+# about 4 * H * W bytes of scratch memory (50 MB for a 12 MP photo).
+PASTE_CHUNK_SIZE = 2
+# Pieces resized at the same time in TensorFlow's graph (not under XLA):
+# its bilinear resize runs on one core, so two pieces use two. Scratch
+# memory is that of PASTE_PIECES_IN_FLIGHT * PASTE_CHUNK_SIZE detections.
+PASTE_PIECES_IN_FLIGHT = 2
 
 
 def paste_masks(
@@ -44,10 +48,12 @@ def paste_masks(
     Only detections below `num_detections` are resized, `chunk_size` at a
     time, each written into the output buffer in place (XLA, `jax.jit`,
     TensorFlow's graph and eager modes; called eagerly on JAX, it compiles
-    itself with `jax.jit`). Scratch memory is then about
-    `chunk_size * 4 * H * W` bytes beside the `batch * D * H * W` bytes of
-    the masks. It runs eagerly, in a `tf.function` (also with dynamic
-    sizes), under `jit_compile=True` and on JAX.
+    itself with `jax.jit`). TensorFlow's graph resizes
+    `PASTE_PIECES_IN_FLIGHT` (2) pieces at the same time, one per core.
+    Scratch memory is then about `2 * chunk_size * 4 * H * W` bytes beside
+    the `batch * D * H * W` bytes of the masks. It runs eagerly, in a
+    `tf.function` (also with dynamic sizes), under `jit_compile=True` and
+    on JAX.
 
     Args:
         mask_probs: float `(batch, D, h, w)` mask probabilities at
@@ -65,7 +71,7 @@ def paste_masks(
             `num_detections[b]` on are returned empty (and not resized).
             Defaults to `None`: all `D` slots are resized.
         chunk_size: int >= 1. Detections resized at a time. Defaults to
-            `PASTE_CHUNK_SIZE` (4).
+            `PASTE_CHUNK_SIZE` (2).
         return_boxes: bool. Also return the tight `[x1, y1, x2, y2]` boxes of
             the masks (as `masks_to_boxes`), computed piece by piece.
             Defaults to `False`.
@@ -231,9 +237,10 @@ def _fill_pieces(num_pieces, piece, k, masks_shape):
     TensorFlow without XLA copies the whole tensor on every
     `slice_update` / `scatter_update`, so there the rows go in with
     `InplaceUpdate` into a fresh `Empty` tensor (TensorFlow's in-place pair;
-    `Empty` is stateful, so it is never constant-folded or shared), one
-    piece at a time (`parallel_iterations=1` keeps at most one piece's
-    scratch memory alive).
+    `Empty` is stateful, so it is never constant-folded or shared). There
+    `PASTE_PIECES_IN_FLIGHT` pieces are resized at the same time
+    (`parallel_iterations`): TensorFlow's bilinear resize uses one core, and
+    the loop keeps at most that many pieces' scratch memory alive.
     """
     slots = masks_shape[0]
     if _tensorflow_without_xla():
@@ -261,7 +268,7 @@ def _fill_pieces(num_pieces, piece, k, masks_shape):
                 empty(masks_shape, tf.bool),
                 empty((slots, 4), tf.float32),
             ),
-            parallel_iterations=1,
+            parallel_iterations=PASTE_PIECES_IN_FLIGHT,
         )
         return masks, boxes
 

@@ -37,7 +37,7 @@ def test_pieces_equal_the_old_formula(resized_size, original_size):
         decoder(), dense_outputs(), resized_size, original_size
     )
     n = out["num_detections"]
-    # Not vacuous: one image fills all 7 slots (two pieces of 4, the second
+    # Not vacuous: one image fills all 7 slots (pieces of 2, the last one
     # starting early), the other leaves padding slots, which stay empty.
     assert n[0] == 7 and 0 < n[1] < 7, n
     assert out["masks"][0].any(axis=(1, 2)).all()
