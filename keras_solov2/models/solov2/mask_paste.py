@@ -47,8 +47,9 @@ def paste_masks(
 
     Only detections below `num_detections` are resized, `chunk_size` at a
     time, each written into the output buffer in place (XLA, `jax.jit`,
-    TensorFlow's graph and eager modes; called eagerly on JAX, it compiles
-    itself with `jax.jit`). TensorFlow's graph resizes
+    TensorFlow's graph and eager modes; called eagerly, it runs itself as a
+    `jax.jit` program on JAX, and as a TensorFlow graph traced once for all
+    photo sizes on TensorFlow). TensorFlow's graph resizes
     `PASTE_PIECES_IN_FLIGHT` (2) pieces at the same time, one per core.
     Scratch memory is then about `2 * chunk_size * 4 * H * W` bytes beside
     the `batch * D * H * W` bytes of the masks. It runs eagerly, in a
@@ -133,6 +134,10 @@ def _paste(mask_probs, resized_size, original_size, *args):
         resized_size = tuple(int(v) for v in resized_size)
         original_size = tuple(int(v) for v in original_size)
         return _jitted_paste()(mask_probs, resized_size, original_size, *args)
+    if keras.backend.backend() == "tensorflow" and _tensorflow_eagerly():
+        # Eagerly, TensorFlow would run the loop op by op, one piece at a
+        # time (about 7x slower for 100 masks at 480x640).
+        return _graph_paste(mask_probs, resized_size, original_size, *args)
     return _paste_pieces(mask_probs, resized_size, original_size, *args)
 
 
@@ -295,6 +300,61 @@ def _jitted_paste():
     import jax
 
     return jax.jit(_paste_pieces, static_argnums=(1, 2, 3, 4, 6))
+
+
+def _tensorflow_eagerly():
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
+
+
+def _graph_paste(mask_probs, resized_size, original_size, *args):
+    """`_paste_pieces` as a TensorFlow graph, traced once per `D`, dtype and
+    setting; the sizes are tensors, so a new photo size reuses the trace."""
+    import tensorflow as tf
+
+    threshold, stride, num_detections, chunk_size = args
+    mask_probs = tf.convert_to_tensor(mask_probs)
+    function = _traced_paste(
+        mask_probs.shape[1],
+        mask_probs.dtype.name,
+        num_detections is not None,
+        threshold,
+        stride,
+        chunk_size,
+    )
+    sizes = [
+        tf.constant([int(v) for v in size], tf.int32)
+        for size in (resized_size, original_size)
+    ]
+    extra = [] if num_detections is None else [tf.cast(num_detections, tf.int32)]
+    return function(mask_probs, *sizes, *extra)
+
+
+@functools.cache
+def _traced_paste(slots, dtype, counted, threshold, stride, chunk_size):
+    import tensorflow as tf
+
+    signature = [
+        tf.TensorSpec((None, slots, None, None), tf.as_dtype(dtype)),
+        tf.TensorSpec((2,), tf.int32),
+        tf.TensorSpec((2,), tf.int32),
+    ]
+    if counted:
+        signature.append(tf.TensorSpec((None,), tf.int32))
+
+    def paste(mask_probs, resized, original, num_detections=None):
+        return _paste_pieces(
+            mask_probs,
+            (resized[0], resized[1]),
+            (original[0], original[1]),
+            threshold,
+            stride,
+            num_detections,
+            chunk_size,
+        )
+
+    return tf.function(paste, input_signature=signature)
 
 
 def _tensorflow_without_xla():

@@ -73,6 +73,32 @@ def test_paste_masks_any_chunk_size(chunk_size):
     assert not got[1, 3:].any()
 
 
+def test_eager_paste_traces_once_for_every_photo_size():
+    """Called eagerly (the export runtime, `evaluate`), the paste runs as one
+    TensorFlow graph whose sizes are inputs: a new photo size is not a new
+    trace, and each size still equals the old formula."""
+    from keras_solov2.models.solov2 import mask_paste
+
+    probs = np.random.default_rng(4).random((1, 5, *FEATURES)).astype("float32")
+    # Settings no other test uses, so that this trace is this test's own.
+    threshold, chunk_size = 0.375, 3
+    for resized_size, original_size in SIZES:
+        masks, boxes = old_formula(probs, resized_size, original_size, threshold)
+        got, got_boxes = paste_masks(
+            probs,
+            resized_size,
+            original_size,
+            mask_threshold=threshold,
+            num_detections=np.array([5]),
+            chunk_size=chunk_size,
+            return_boxes=True,
+        )
+        np.testing.assert_array_equal(np.asarray(got), masks)
+        np.testing.assert_array_equal(np.asarray(got_boxes), boxes)
+    traced = mask_paste._traced_paste(5, "float32", True, threshold, 4, chunk_size)
+    assert traced.experimental_get_tracing_count() == 1
+
+
 def test_masks_to_boxes_on_uint8_and_bool():
     masks = np.zeros((2, 5, 6), "uint8")
     masks[0, 1:3, 2:6] = 1
