@@ -68,7 +68,7 @@ def child(args):
         canvas = image_geometry.canvas_for_scales(scales)
     batches = dataset.as_tf_dataset(
         batch_size=args.batch_size,
-        image_size=canvas,
+        canvas=canvas,
         scales=scales,
         max_instances=100,
         seed=0,

@@ -74,7 +74,7 @@ def main():
     batch = 2
     data = coco.as_tf_dataset(
         batch_size=batch,
-        image_size=canvas,
+        canvas=canvas,
         scales=LIGHT_TRAIN_SCALES,
         max_instances=50,
         training=True,
@@ -82,7 +82,7 @@ def main():
     )
     rate, runs = pipeline_rate(data, batch, args.batches, args.repeats)
     rows.append(("input: coco_mini, light scales, 768x768 canvas", rate, runs))
-    common = dict(batch_size=batch, image_size=canvas, max_instances=50, repeat=True)
+    common = dict(batch_size=batch, canvas=canvas, max_instances=50, repeat=True)
     cached = coco.as_tf_dataset(scales=LIGHT_TRAIN_SCALES, cache=True, **common)
     rows.append(
         (
@@ -120,7 +120,7 @@ def main():
         shapes = CocoDataset(annotation, os.path.join(tmp, "images"))
         batch = 8
         data = shapes.as_tf_dataset(
-            batch_size=batch, image_size=(128, 128), max_instances=8, repeat=True
+            batch_size=batch, canvas=(128, 128), max_instances=8, repeat=True
         )
         rate_s, runs_s = pipeline_rate(data, batch, args.batches, args.repeats)
         rows.append(("input: shapes 128x128", rate_s, runs_s))

@@ -48,7 +48,7 @@ def child(args):
     )
     batches = dataset.as_tf_dataset(
         batch_size=args.batch_size,
-        image_size=tuple(args.canvas),
+        canvas=tuple(args.canvas),
         max_instances=args.max_instances,
         seed=0,
         repeat=True,

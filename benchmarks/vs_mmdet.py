@@ -592,7 +592,7 @@ def onnx_runtime_predictor(path, threads):
             self.names = [o.name for o in self.session.get_outputs()]
             with open(metadata_file(path)) as f:
                 self.metadata = json.load(f)
-            self.image_size = tuple(self.metadata["input"]["shape"][1:3])
+            self.input_size = tuple(self.metadata["input"]["shape"][1:3])
 
         def run(self, canvas):
             outputs = self.session.run(None, {"image": canvas[None]})
