@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -288,3 +289,26 @@ def test_onnx_arguments_are_checked(model, tmp_path, capsys):
                  "--opset", "12"]  # fmt: skip
     assert cli.main(bad_opset) == 2
     assert "--opset must be one of (17, 18)" in capsys.readouterr().err
+
+
+def test_the_benchmarks_onnx_predictor_returns_what_predict_returns(model, exported):
+    """`benchmarks/vs_mmdet.py`'s ONNX Runtime column runs the file behind
+    `LiteRTPredictor`'s letterbox and paste; it broke once, unseen, when a
+    `LiteRTPredictor` attribute was renamed."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        from vs_mmdet import onnx_runtime_predictor
+    finally:
+        sys.path.remove(os.path.join(REPO, "benchmarks"))
+    image = sample_image()
+    got = onnx_runtime_predictor(exported, 2).predict(image)
+    expected = model.predict(image, verbose=0)
+    n = int(expected["num_detections"][0])
+    assert 0 < n < SLOTS and int(got["num_detections"][0]) == n
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-3)
+    assert got["masks"].shape == expected["masks"].shape == (1, SLOTS, *IMAGE_SIZE)
+    inter = (got["masks"][0, :n] & expected["masks"][0, :n]).sum(axis=(1, 2))
+    union = (got["masks"][0, :n] | expected["masks"][0, :n]).sum(axis=(1, 2))
+    assert (inter >= 0.99 * union).all(), inter / np.maximum(union, 1)
+    assert not got["masks"][0, n:].any()
